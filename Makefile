@@ -1,0 +1,128 @@
+# dsa: one Makefile for the library, the CLI, tests, sanitizers, demo and benchmarks.
+#
+#   make            build build/dsa, build/libdsa.a and the HDF5 zstd plugin
+#   make deps       install the Debian packages the project needs (idempotent)
+#   make test       deps + build + the whole test suite (C unit tests, CLI tests, Python check)
+#   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make demo       deps + build + the pipeline on generated data
+#   make bench      benchmarks, results appended to bench/RESULTS.md
+#   make clean
+#
+# Knobs: CUDA=0 (skip nvcc even when found), WERROR=0 (warnings not fatal), BUILD=dir.
+
+BUILD   ?= build
+CUDA    ?= auto
+WERROR  ?= 1
+SAN     ?= 0
+CC      ?= cc
+PYENV   ?= .venv
+
+PKGS      := hdf5 libzstd libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lpthread -lm -fopenmp
+ifeq ($(WERROR),1)
+CFLAGS  += -Werror
+endif
+ifeq ($(SAN),1)
+CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
+LDLIBS  += -fsanitize=address,undefined
+CUDA    := 0
+endif
+
+# CUDA: compiled whenever nvcc is found (CI always has it), unless CUDA=0.
+comma := ,
+NVCC ?= $(shell command -v nvcc 2>/dev/null)
+ifeq ($(CUDA),auto)
+  ifneq ($(NVCC),)
+    CUDA := 1
+  else
+    CUDA := 0
+  endif
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS := -O2 -std=c++17 -I. -arch=sm_90 --compiler-options -Wall,-Wextra$(if $(filter 1,$(WERROR)),$(comma)-Werror)
+ifeq ($(CUDA),1)
+  CFLAGS += -DDSA_HAVE_CUDA=1
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
+endif
+
+LIB_DIRS := core data kernels kernels/cpu indexer pretrain checkpoints
+LIB_SRCS := $(filter-out pretrain/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+CU_SRCS  := $(if $(filter 1,$(CUDA)),$(wildcard kernels/cuda/*.cu))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
+HEADERS  := $(foreach d,$(LIB_DIRS) tests,$(wildcard $(d)/*.h))
+
+.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build
+all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
+
+check-tools:
+	@pkg-config --exists $(PKGS) || { echo "missing libraries ($(PKGS)): run 'make deps'"; exit 1; }
+	@echo "dsa build: CC=$(CC) CUDA=$(CUDA)$(if $(filter 1,$(CUDA)), ($(NVCC))) SAN=$(SAN) BUILD=$(BUILD)" > $(BUILD).config.txt 2>/dev/null || true
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.cu.o: %.cu $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/libdsa.a: $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/dsa: $(BUILD)/obj/pretrain/main.o $(BUILD)/libdsa.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# The zstd filter as an HDF5 plugin, so h5dump and other HDF5 tools decode our shards
+# with HDF5_PLUGIN_PATH=build/hdf5-plugin.
+$(PLUGIN): data/h5z_zstd_plugin.c data/h5z_zstd.c data/h5z_zstd.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PKG_LIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libdsa.a tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libdsa.a -o $@ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libdsa.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libdsa.a -o $@ $(LDLIBS)
+
+tests-build: all $(TESTS)
+
+deps:
+	@tools/install_deps.sh
+
+# Python tools (h5py + hdf5plugin for the cross-check of our shards) in a virtual env.
+pyenv: $(PYENV)/.ready
+$(PYENV)/.ready: tools/requirements.txt
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	touch $@
+
+test: deps
+	@$(MAKE) --no-print-directory tests-build pyenv
+	@tests/run_tests.sh $(BUILD) $(PYENV)
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 tests-build
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  tests/run_tests.sh build-asan ""
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@tools/demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCHES)
+	@bench/run.sh $(BUILD)
+
+clean:
+	rm -rf build build-asan build.config.txt build-asan.config.txt

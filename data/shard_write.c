@@ -1,0 +1,342 @@
+/* shard_write.c: writing token shards (format in shard.h).
+ *
+ * The writer buffers exactly one HDF5 chunk of tokens and writes it when full, so HDF5
+ * compresses every chunk once through the zstd filter. Document boundaries are kept in
+ * memory (8 bytes per document) and written as /doc_offsets on close. The file lives
+ * under a temporary name until close renames it into place.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "core/fileutil.h"
+#include "core/mem.h"
+#include "data/h5z_zstd.h"
+#include "data/shard.h"
+#include "data/shard_internal.h"
+
+struct DsaShardWriter {
+    char path[DSA_PATH_CAP];
+    char tmp_path[DSA_PATH_CAP + 64];
+    DsaShardMeta meta;
+    hid_t file, tokens;
+    uint32_t *chunk;       /* (chunk_tokens) tokens not yet written */
+    int64_t chunk_fill;    /* tokens in `chunk` */
+    int64_t written;       /* tokens already in the file */
+    uint64_t *doc_offsets; /* (docs_cap) boundaries so far, starting with 0 */
+    int64_t num_docs, docs_cap;
+    int64_t doc_start;     /* first token of the open document */
+};
+
+DsaShardMeta dsa_shard_meta_default(uint64_t vocab_size, uint32_t eos_id) {
+    DsaShardMeta meta = {.vocab_size = vocab_size,
+                         .eos_id = eos_id,
+                         .chunk_tokens = DSA_SHARD_DEFAULT_CHUNK_TOKENS,
+                         .zstd_level = DSA_SHARD_DEFAULT_ZSTD_LEVEL};
+    snprintf(meta.tokenizer, sizeof meta.tokenizer, "external");
+    return meta;
+}
+
+static pthread_once_t register_once = PTHREAD_ONCE_INIT;
+static herr_t register_result;
+
+static void register_filter(void) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    register_result = H5Zregister(dsa_h5z_zstd_class);
+}
+
+DsaStatus dsa_h5z_zstd_register(void) {
+    pthread_once(&register_once, register_filter);
+    if (register_result < 0) DSA_FAIL(DSA_ERR_INTERNAL, "could not register the zstd HDF5 filter (id 32015)");
+    return DSA_OK;
+}
+
+
+static DsaStatus validate_meta(const DsaShardMeta *meta, const char *path) {
+    if (meta->vocab_size < 1 || meta->vocab_size > UINT32_MAX + 1ull)
+        DSA_FAIL(DSA_ERR_ARG, "%s: vocab_size %llu out of range [1, 2^32]", path, (unsigned long long)meta->vocab_size);
+    if (meta->eos_id >= meta->vocab_size)
+        DSA_FAIL(DSA_ERR_ARG, "%s: eos_id %u must be < vocab_size %llu", path, meta->eos_id,
+                 (unsigned long long)meta->vocab_size);
+    if (meta->chunk_tokens < 1 || meta->chunk_tokens > (1 << 26))
+        DSA_FAIL(DSA_ERR_ARG, "%s: chunk_tokens %lld out of range [1, 2^26]", path, (long long)meta->chunk_tokens);
+    if (meta->zstd_level < 1 || meta->zstd_level > 22)
+        DSA_FAIL(DSA_ERR_ARG, "%s: zstd level %d out of range [1, 22]", path, meta->zstd_level);
+    if (!meta->tokenizer[0]) DSA_FAIL(DSA_ERR_ARG, "%s: tokenizer name is empty", path);
+    return DSA_OK;
+}
+
+static DsaStatus create_tokens_dataset(DsaShardWriter *w) {
+    hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {(hsize_t)w->meta.chunk_tokens};
+    unsigned level = (unsigned)w->meta.zstd_level;
+    hid_t space = H5Screate_simple(1, dims, maxdims);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    herr_t ok = (space < 0 || dcpl < 0) ? -1 : H5Pset_chunk(dcpl, 1, chunk);
+    if (ok >= 0) ok = H5Pset_filter(dcpl, DSA_H5Z_FILTER_ZSTD, H5Z_FLAG_MANDATORY, 1, &level);
+    if (ok >= 0) w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    if (ok < 0 || w->tokens < 0) {
+        char h5[512];
+        shard_h5_error_text(h5, sizeof h5);
+        DSA_FAIL(DSA_ERR_IO, "%s: cannot create dataset /tokens: %s", w->path, h5);
+    }
+    return DSA_OK;
+}
+
+DsaStatus dsa_shard_writer_open(DsaShardWriter **out, const char *path, const DsaShardMeta *meta) {
+    *out = NULL;
+    DSA_TRY(dsa_h5z_zstd_register());
+    DSA_TRY(validate_meta(meta, path));
+    if (strlen(path) >= DSA_PATH_CAP) DSA_FAIL(DSA_ERR_ARG, "shard path too long: %s", path);
+    DsaShardWriter *w = dsa_calloc(1, sizeof *w);
+    if (!w) DSA_FAIL(DSA_ERR_NOMEM, "%s: out of memory for the shard writer", path);
+    DsaStatus st = DSA_OK;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    dsa_temp_path(w->tmp_path, sizeof w->tmp_path, path);
+    w->meta = *meta;
+    w->file = w->tokens = -1;
+    w->docs_cap = 1024;
+    w->doc_offsets = dsa_calloc((size_t)w->docs_cap, sizeof *w->doc_offsets);
+    w->chunk = dsa_malloc((size_t)meta->chunk_tokens * sizeof *w->chunk);
+    if (!w->doc_offsets || !w->chunk) DSA_FAIL_GOTO(st, fail, DSA_ERR_NOMEM, "%s: out of memory for buffers", path);
+    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->file < 0) {
+        char h5[512];
+        shard_h5_error_text(h5, sizeof h5);
+        DSA_FAIL_GOTO(st, fail, DSA_ERR_IO, "%s: cannot create (as %s): %s", path, w->tmp_path, h5);
+    }
+    DSA_TRY_GOTO(st, create_tokens_dataset(w), fail);
+    *out = w;
+    return DSA_OK;
+fail:
+    dsa_shard_writer_abort(w);
+    return st;
+}
+
+static DsaStatus flush_chunk(DsaShardWriter *w) {
+    if (w->chunk_fill == 0) return DSA_OK;
+    hsize_t start[1] = {(hsize_t)w->written}, count[1] = {(hsize_t)w->chunk_fill};
+    hsize_t extent[1] = {(hsize_t)(w->written + w->chunk_fill)};
+    herr_t ok = H5Dset_extent(w->tokens, extent);
+    hid_t fspace = ok >= 0 ? H5Dget_space(w->tokens) : -1;
+    hid_t mspace = H5Screate_simple(1, count, NULL);
+    if (fspace >= 0) ok = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (ok >= 0 && fspace >= 0 && mspace >= 0) ok = H5Dwrite(w->tokens, H5T_NATIVE_UINT32, mspace, fspace, H5P_DEFAULT, w->chunk);
+    if (mspace >= 0) H5Sclose(mspace);
+    if (fspace >= 0) H5Sclose(fspace);
+    if (ok < 0 || fspace < 0 || mspace < 0) {
+        char h5[512];
+        shard_h5_error_text(h5, sizeof h5);
+        DSA_FAIL(DSA_ERR_IO, "%s: writing tokens %lld..%lld failed: %s", w->path, (long long)w->written,
+                 (long long)(w->written + w->chunk_fill), h5);
+    }
+    w->written += w->chunk_fill;
+    w->chunk_fill = 0;
+    return DSA_OK;
+}
+
+int64_t dsa_shard_writer_tokens(const DsaShardWriter *w) { return w->written + w->chunk_fill; }
+
+DsaStatus dsa_shard_writer_append(DsaShardWriter *w, const uint32_t *tokens, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        if (tokens[i] >= w->meta.vocab_size)
+            DSA_FAIL(DSA_ERR_RANGE, "%s: token id %u at shard position %lld is >= vocab_size %llu", w->path, tokens[i],
+                     (long long)(dsa_shard_writer_tokens(w) + i), (unsigned long long)w->meta.vocab_size);
+    }
+    while (n > 0) {
+        int64_t take = w->meta.chunk_tokens - w->chunk_fill;
+        if (take > n) take = n;
+        memcpy(w->chunk + w->chunk_fill, tokens, (size_t)take * sizeof *tokens);
+        w->chunk_fill += take;
+        tokens += take;
+        n -= take;
+        if (w->chunk_fill == w->meta.chunk_tokens) DSA_TRY(flush_chunk(w));
+    }
+    return DSA_OK;
+}
+
+DsaStatus dsa_shard_writer_end_doc(DsaShardWriter *w, int with_eos) {
+    if (dsa_shard_writer_tokens(w) == w->doc_start) return DSA_OK; /* empty document: dropped */
+    if (with_eos) DSA_TRY(dsa_shard_writer_append(w, &w->meta.eos_id, 1));
+    if (w->num_docs + 2 > w->docs_cap) {
+        int64_t cap = w->docs_cap * 2;
+        uint64_t *grown = dsa_realloc(w->doc_offsets, (size_t)w->docs_cap * sizeof *grown, (size_t)cap * sizeof *grown);
+        if (!grown) DSA_FAIL(DSA_ERR_NOMEM, "%s: out of memory for %lld document offsets", w->path, (long long)cap);
+        w->doc_offsets = grown;
+        w->docs_cap = cap;
+    }
+    w->doc_start = dsa_shard_writer_tokens(w);
+    w->doc_offsets[++w->num_docs] = (uint64_t)w->doc_start;
+    return DSA_OK;
+}
+
+static DsaStatus write_attr(hid_t file, const char *name, hid_t file_type, hid_t mem_type, const void *value,
+                            const char *path) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = space >= 0 ? H5Acreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    herr_t ok = attr >= 0 ? H5Awrite(attr, mem_type, value) : -1;
+    if (attr >= 0) H5Aclose(attr);
+    if (space >= 0) H5Sclose(space);
+    if (ok < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot write attribute %s", path, name);
+    return DSA_OK;
+}
+
+static DsaStatus write_metadata(DsaShardWriter *w) {
+    hsize_t n[1] = {(hsize_t)(w->num_docs + 1)};
+    hid_t space = H5Screate_simple(1, n, NULL);
+    hid_t dset = space >= 0 ? H5Dcreate2(w->file, "/doc_offsets", H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                                         H5P_DEFAULT)
+                            : -1;
+    herr_t ok = dset >= 0 ? H5Dwrite(dset, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->doc_offsets) : -1;
+    if (dset >= 0) H5Dclose(dset);
+    if (space >= 0) H5Sclose(space);
+    if (ok < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot write /doc_offsets", w->path);
+
+    uint32_t version = DSA_SHARD_FORMAT_VERSION;
+    uint64_t chunk = (uint64_t)w->meta.chunk_tokens;
+    int32_t level = w->meta.zstd_level;
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, strlen(w->meta.tokenizer) + 1);
+    H5Tset_strpad(str, H5T_STR_NULLTERM);
+    DsaStatus st = DSA_OK;
+    DSA_TRY_GOTO(st, write_attr(w->file, "vocab_size", H5T_STD_U64LE, H5T_NATIVE_UINT64, &w->meta.vocab_size, w->path), done);
+    DSA_TRY_GOTO(st, write_attr(w->file, "eos_id", H5T_STD_U32LE, H5T_NATIVE_UINT32, &w->meta.eos_id, w->path), done);
+    DSA_TRY_GOTO(st, write_attr(w->file, "tokenizer", str, str, w->meta.tokenizer, w->path), done);
+    DSA_TRY_GOTO(st, write_attr(w->file, "format_version", H5T_STD_U32LE, H5T_NATIVE_UINT32, &version, w->path), done);
+    DSA_TRY_GOTO(st, write_attr(w->file, "chunk_tokens", H5T_STD_U64LE, H5T_NATIVE_UINT64, &chunk, w->path), done);
+    DSA_TRY_GOTO(st, write_attr(w->file, "zstd_level", H5T_STD_I32LE, H5T_NATIVE_INT32, &level, w->path), done);
+done:
+    H5Tclose(str);
+    return st;
+}
+
+DsaStatus dsa_shard_writer_close(DsaShardWriter *w) {
+    DsaStatus st = DSA_OK;
+    DSA_TRY_GOTO(st, dsa_shard_writer_end_doc(w, 0), fail);
+    if (w->num_docs == 0) DSA_FAIL_GOTO(st, fail, DSA_ERR_ARG, "%s: no tokens were written; refusing to create an empty shard", w->path);
+    DSA_TRY_GOTO(st, flush_chunk(w), fail);
+    DSA_TRY_GOTO(st, write_metadata(w), fail);
+    herr_t ok = H5Dclose(w->tokens);
+    w->tokens = -1;
+    if (ok >= 0) ok = H5Fclose(w->file);
+    w->file = -1;
+    if (ok < 0) DSA_FAIL_GOTO(st, fail, DSA_ERR_IO, "%s: closing the HDF5 file failed", w->tmp_path);
+    DSA_TRY_GOTO(st, dsa_fsync_path(w->tmp_path), fail);
+    DSA_TRY_GOTO(st, dsa_rename_durable(w->tmp_path, w->path), fail);
+    w->tmp_path[0] = '\0';
+    dsa_shard_writer_abort(w);
+    return DSA_OK;
+fail:
+    dsa_shard_writer_abort(w);
+    return st;
+}
+
+void dsa_shard_writer_abort(DsaShardWriter *w) {
+    if (!w) return;
+    if (w->tokens >= 0) H5Dclose(w->tokens);
+    if (w->file >= 0) H5Fclose(w->file);
+    if (w->tmp_path[0]) unlink(w->tmp_path);
+    dsa_free(w->chunk, (size_t)w->meta.chunk_tokens * sizeof *w->chunk);
+    dsa_free(w->doc_offsets, (size_t)w->docs_cap * sizeof *w->doc_offsets);
+    dsa_free(w, sizeof *w);
+}
+
+/* ---- shard sets ------------------------------------------------------------------- */
+
+struct DsaShardSet {
+    DsaShardSetOptions opts;
+    char prefix[DSA_PATH_CAP];
+    DsaShardWriter *current;
+    DsaShardSetStats stats;
+};
+
+void dsa_shardset_path(char *buf, size_t cap, const char *out_prefix, int index) {
+    snprintf(buf, cap, "%s-%05d.h5", out_prefix, index);
+}
+
+static DsaStatus open_next_shard(DsaShardSet *set) {
+    char path[DSA_PATH_CAP + 16];
+    dsa_shardset_path(path, sizeof path, set->prefix, set->stats.num_shards);
+    DSA_TRY(dsa_shard_writer_open(&set->current, path, &set->opts.meta));
+    set->stats.num_shards++;
+    return DSA_OK;
+}
+
+static DsaStatus close_current_shard(DsaShardSet *set) {
+    DsaShardWriter *w = set->current;
+    set->current = NULL;
+    set->stats.num_tokens += dsa_shard_writer_tokens(w);
+    DSA_TRY(dsa_shard_writer_close(w));
+    return DSA_OK;
+}
+
+DsaStatus dsa_shardset_open(DsaShardSet **out, const DsaShardSetOptions *opts) {
+    *out = NULL;
+    if (!opts->out_prefix || !*opts->out_prefix) DSA_FAIL(DSA_ERR_ARG, "no output prefix given for the shards");
+    if (strlen(opts->out_prefix) >= DSA_PATH_CAP - 16) DSA_FAIL(DSA_ERR_ARG, "output prefix too long: %s", opts->out_prefix);
+    if (opts->shard_tokens < 2) DSA_FAIL(DSA_ERR_ARG, "shard_tokens %lld must be >= 2", (long long)opts->shard_tokens);
+    DSA_TRY(validate_meta(&opts->meta, opts->out_prefix));
+    char dir[DSA_PATH_CAP];
+    snprintf(dir, sizeof dir, "%s", opts->out_prefix);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        DSA_TRY(dsa_mkdir_p(dir));
+    }
+    DsaShardSet *set = dsa_calloc(1, sizeof *set);
+    if (!set) DSA_FAIL(DSA_ERR_NOMEM, "out of memory for the shard set");
+    set->opts = *opts;
+    snprintf(set->prefix, sizeof set->prefix, "%s", opts->out_prefix);
+    set->opts.out_prefix = set->prefix;
+    *out = set;
+    return DSA_OK;
+}
+
+DsaStatus dsa_shardset_add_doc(DsaShardSet *set, const uint32_t *tokens, int64_t n) {
+    if (n <= 0) return DSA_OK;
+    int64_t limit = set->opts.shard_tokens;
+    /* Start a new shard when the document (with its EOS) does not fit in what is left. */
+    if (set->current && dsa_shard_writer_tokens(set->current) + n + 1 > limit) DSA_TRY(close_current_shard(set));
+    /* A document longer than a whole shard is split; only its last piece ends in EOS. */
+    while (1) {
+        if (!set->current) DSA_TRY(open_next_shard(set));
+        int64_t room = limit - dsa_shard_writer_tokens(set->current);
+        if (n + 1 <= room) break;
+        int64_t take = n < room ? n : room;
+        DSA_TRY(dsa_shard_writer_append(set->current, tokens, take));
+        DSA_TRY(dsa_shard_writer_end_doc(set->current, 0));
+        DSA_TRY(close_current_shard(set));
+        tokens += take;
+        n -= take;
+    }
+    DSA_TRY(dsa_shard_writer_append(set->current, tokens, n));
+    /* n == 0 here only when a split left nothing but the EOS: keep it as its own piece. */
+    if (n == 0) DSA_TRY(dsa_shard_writer_append(set->current, &set->opts.meta.eos_id, 1));
+    DSA_TRY(dsa_shard_writer_end_doc(set->current, n > 0));
+    set->stats.num_docs++;
+    return DSA_OK;
+}
+
+DsaStatus dsa_shardset_close(DsaShardSet *set, DsaShardSetStats *stats) {
+    DsaStatus st = DSA_OK;
+    if (set->stats.num_docs == 0)
+        DSA_FAIL_GOTO(st, fail, DSA_ERR_ARG, "%s: no documents to write (all inputs were empty)", set->prefix);
+    if (set->current) DSA_TRY_GOTO(st, close_current_shard(set), fail);
+    if (stats) *stats = set->stats;
+    dsa_free(set, sizeof *set);
+    return DSA_OK;
+fail:
+    dsa_shardset_abort(set);
+    return st;
+}
+
+void dsa_shardset_abort(DsaShardSet *set) {
+    if (!set) return;
+    dsa_shard_writer_abort(set->current);
+    dsa_free(set, sizeof *set);
+}

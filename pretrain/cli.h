@@ -1,0 +1,19 @@
+/* cli.h: the `dsa` subcommands. Each takes the arguments after its name (argv[0] is
+ * the subcommand name), prints its own --help, prints the error trail of a failure on
+ * stderr, and returns the process exit code: 0 success, 1 runtime error, 2 usage error. */
+#ifndef DSA_PRETRAIN_CLI_H
+#define DSA_PRETRAIN_CLI_H
+
+#include "core/error.h"
+
+int cli_config(int argc, char **argv);  /* print a resolved configuration */
+int cli_pack(int argc, char **argv);    /* build token shards */
+int cli_inspect(int argc, char **argv); /* describe and verify shards */
+int cli_stream(int argc, char **argv);  /* run the streaming loader */
+int cli_bench(int argc, char **argv);   /* loader throughput benchmark */
+int cli_info(int argc, char **argv);    /* build and device information */
+
+/* Print "dsa SUB: error: <trail>" and return the exit code for `status`. */
+int cli_report(const char *sub, DsaStatus status);
+
+#endif

@@ -1,0 +1,57 @@
+/* main.c: the `dsa` command: dispatches to a subcommand (pretrain/cli_*.c).
+ *
+ * Every subcommand is also a library call in libdsa.a; this file only parses the
+ * subcommand name, prints help, and maps errors to exit codes. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/strutil.h"
+#include "pretrain/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Subcommand;
+
+static const Subcommand subcommands[] = {
+    {"pack", cli_pack, "build HDF5+zstd token shards from text, JSONL, raw tokens, Megatron, or synthetic tasks"},
+    {"inspect", cli_inspect, "describe shards: attributes, tokens, documents, compression, histogram; --verify"},
+    {"stream", cli_stream, "run the streaming loader over shards and print what it yields"},
+    {"config", cli_config, "print or check a resolved configuration (HF config.json keys, --set overrides)"},
+    {"bench", cli_bench, "measure loader throughput against a plain read of the same tokens"},
+    {"info", cli_info, "show the build (CUDA compiled?) and the devices found"},
+};
+enum { NUM_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };
+
+static void print_usage(FILE *out) {
+    fprintf(out,
+            "dsa: continued pre-training of dense MLA models into DeepSeek Sparse Attention\n\n"
+            "usage: dsa <command> [options]    (dsa <command> --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < NUM_SUBCOMMANDS; i++) fprintf(out, "  %-9s %s\n", subcommands[i].name, subcommands[i].summary);
+}
+
+int cli_report(const char *sub, DsaStatus status) {
+    if (status == DSA_OK) return 0;
+    fprintf(stderr, "dsa %s: %s:\n%s", sub, dsa_status_name(status), dsa_error_message());
+    return status == DSA_ERR_ARG ? 2 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 0; i < NUM_SUBCOMMANDS; i++) {
+        if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].run(argc - 1, argv + 1);
+    }
+    const char *names[NUM_SUBCOMMANDS + 1];
+    for (int i = 0; i < NUM_SUBCOMMANDS; i++) names[i] = subcommands[i].name;
+    names[NUM_SUBCOMMANDS] = NULL;
+    const char *guess = dsa_closest_word(argv[1], names);
+    fprintf(stderr, "dsa: unknown command \"%s\"%s%s%s\n", argv[1], guess ? "; did you mean \"" : "", guess ? guess : "",
+            guess ? "\"?" : "");
+    print_usage(stderr);
+    return 2;
+}
