@@ -157,7 +157,7 @@ static DsaStatus read_string_attr(hid_t file, const char *name, char *out, size_
         if (H5Aread(attr, mem, &text) < 0 || !text)
             st = dsa_error_set(DSA_ERR_FORMAT, __FILE__, __LINE__, "%s: attribute %s could not be read", path, name);
         else
-            snprintf(out, cap, "%s", text);
+            snprintf(out, cap, "%.*s", (int)cap - 1, text);
         if (text) H5free_memory(text);
         H5Tclose(mem);
     } else {
@@ -167,7 +167,7 @@ static DsaStatus read_string_attr(hid_t file, const char *name, char *out, size_
             st = dsa_error_set(DSA_ERR_FORMAT, __FILE__, __LINE__, "%s: attribute %s is unreadable or too long", path,
                                name);
         else
-            snprintf(out, cap, "%s", buf);
+            snprintf(out, cap, "%.*s", (int)cap - 1, buf);
     }
     if (type >= 0) H5Tclose(type);
     if (attr >= 0) H5Aclose(attr);
