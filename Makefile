@@ -26,6 +26,8 @@ LDLIBS  := $(PKG_LIBS) -lpthread -lm -fopenmp
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
+# The HDF5 plugin is loaded into stock HDF5 tools, which carry no sanitizer runtime.
+PLUGIN_CFLAGS := $(CFLAGS)
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 LDLIBS  += -fsanitize=address,undefined
@@ -85,7 +87,7 @@ $(BUILD)/dsa: $(BUILD)/obj/pretrain/main.o $(BUILD)/libdsa.a
 # with HDF5_PLUGIN_PATH=build/hdf5-plugin.
 $(PLUGIN): data/h5z_zstd_plugin.c data/h5z_zstd.c data/h5z_zstd.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PKG_LIBS)
+	$(CC) $(PLUGIN_CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PKG_LIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsa.a tests/test_util.h
 	@mkdir -p $(dir $@)
