@@ -243,10 +243,11 @@ static const Alias model_aliases[] = {
 
 /* HF and reference keys that do not change what we compute. */
 static const char *const model_ignored[] = {
-    "architectures",  "auto_map", "torch_dtype",  "transformers_version", "use_cache",      "bos_token_id",
-    "eos_token_id",   "pad_token_id", "aux_loss_alpha", "seq_aux",         "ep_size",        "pretraining_tp",
-    "_name_or_path",  "max_seq_len",  "max_batch_size", "head_dim",        "router_aux_loss_coef",
-    "output_router_logits", NULL,
+    "architectures", "auto_map", "torch_dtype", "transformers_version", "_name_or_path", "use_cache",
+    "bos_token_id", "eos_token_id", "pad_token_id", "aux_loss_alpha", "seq_aux", "ep_size", "pretraining_tp",
+    "router_aux_loss_coef", "output_router_logits", "head_dim", /* HF: = qk_rope_head_dim */
+    "max_seq_len", "max_batch_size", /* reference inference limits */
+    NULL,
 };
 
 static const FixedKey model_fixed[] = {
@@ -521,8 +522,9 @@ static DsaStatus unknown_key(const ParseCtx *c, const Table *t, const char *pref
     join(path, prefix, name);
     const char *in = where(c, path, w);
     if (t == &root_table && (find_key(&model_table, name) || find_alias(&model_table, name)))
-        DSA_FAIL(DSA_ERR_CONFIG, "unknown key %s in %s; did you mean model.%s? (model keys belong in the \"model\" section)",
-                 path, in, name);
+        DSA_FAIL(DSA_ERR_CONFIG,
+                 "unknown key %s in %s; did you mean model.%s? (model keys belong in the \"model\" section)", path,
+                 in, name);
     const char *cands[MAX_CANDIDATES];
     int n = 0;
     for (int i = 0; i < t->n && n < MAX_CANDIDATES - 1; i++) cands[n++] = t->keys[i].name;
@@ -804,14 +806,27 @@ static DsaStatus prepare_hf(const ParseCtx *c, cJSON *model) {
     return DSA_OK;
 }
 
-/* Bring any accepted shape into our format: {"model": {HF keys}, ...}. */
+/* Reference spellings in the model section become HF keys. Run again after the
+ * overrides, which may bring whole objects (--set 'model={"dim": 256}'). */
+static DsaStatus normalize_model(const ParseCtx *c, cJSON *root) {
+    cJSON *model = get(root, "model");
+    if (!cJSON_IsObject(model)) return DSA_OK;
+    DSA_TRY(prepare_reference_dtype(c, model));
+    DSA_TRY(resolve_aliases(c, &model_table, model, "model"));
+    return DSA_OK;
+}
+
+/* Bring any accepted shape into our format: {"model": {HF keys}, ...}. A file with none
+ * of our top-level keys but with model_type, hidden_size or dim is a model config. */
 static DsaStatus normalize(const ParseCtx *c, cJSON **root) {
     char found[96];
     if (!cJSON_IsObject(*root)) {
         describe(*root, found, sizeof found);
         DSA_FAIL(DSA_ERR_CONFIG, "%s: the top level must be a JSON object, found %s", c->source, found);
     }
-    bool raw = !get(*root, "model") && (get(*root, "model_type") || get(*root, "hidden_size") || get(*root, "dim"));
+    bool ours = false;
+    for (int i = 0; i < root_table.n; i++) ours |= get(*root, root_table.keys[i].name) != NULL;
+    bool raw = !ours && (get(*root, "model_type") || get(*root, "hidden_size") || get(*root, "dim"));
     if (raw) {
         bool hf = get(*root, "model_type") != NULL;
         cJSON *wrapped = cJSON_CreateObject();
@@ -822,11 +837,7 @@ static DsaStatus normalize(const ParseCtx *c, cJSON **root) {
         *root = wrapped;
         if (hf) DSA_TRY(prepare_hf(c, get(wrapped, "model")));
     }
-    cJSON *model = get(*root, "model");
-    if (cJSON_IsObject(model)) {
-        DSA_TRY(prepare_reference_dtype(c, model));
-        DSA_TRY(resolve_aliases(c, &model_table, model, "model"));
-    }
+    DSA_TRY(normalize_model(c, *root));
     return DSA_OK;
 }
 
@@ -975,7 +986,8 @@ static DsaStatus parse_json(const char *source, const char *text, cJSON **out) {
     }
     char near[32];
     size_t n = 0;
-    for (; n < sizeof near - 1 && text[off + n]; n++) near[n] = isprint((unsigned char)text[off + n]) ? text[off + n] : ' ';
+    for (; n < sizeof near - 1 && text[off + n]; n++)
+        near[n] = isprint((unsigned char)text[off + n]) ? text[off + n] : ' ';
     near[n] = '\0';
     if (!len) DSA_FAIL(DSA_ERR_CONFIG, "%s: empty file, expected a JSON object", source);
     DSA_FAIL(DSA_ERR_CONFIG, "%s: invalid JSON at line %d, column %d (byte %zu)%s%s%s", source, line, col, off,
@@ -996,6 +1008,7 @@ DsaStatus dsa_config_parse(DsaConfig *cfg, const char *json_text, const char *so
     DSA_TRY(parse_json(src, json_text, &root));
     DSA_TRY_GOTO(st, normalize(&c, &root), done);
     for (int i = 0; i < n_overrides; i++) DSA_TRY_GOTO(st, apply_override(&c, root, overrides[i]), done);
+    if (n_overrides) DSA_TRY_GOTO(st, normalize_model(&c, root), done);
     DSA_TRY_GOTO(st, read_table(&c, &root_table, root, cfg, ""), done);
 done:
     cJSON_Delete(root);
@@ -1173,8 +1186,9 @@ static DsaStatus validate_indexer(const char *src, const DsaModelConfig *m) {
     REQUIRE(d >= m->qk_rope_head_dim,
             "%s: model.index_head_dim = %lld must be >= model.qk_rope_head_dim = %lld (its rotary part)", src, LL(d),
             LL(m->qk_rope_head_dim));
-    REQUIRE(d % g == 0, "%s: model.index_head_dim = %lld must be a multiple of the FP8 group size %lld (DSA-SPEC §5.2)",
-            src, LL(d), LL(g));
+    REQUIRE(d % g == 0,
+            "%s: model.index_head_dim = %lld must be a multiple of the FP8 group size %lld (DSA-SPEC §5.2)", src,
+            LL(d), LL(g));
     return DSA_OK;
 }
 

@@ -17,7 +17,7 @@
  * between values (sizes, divisibility, DSA-SPEC §2 scaling rules). Call both.
  *
  * Strings are stored in fixed arrays and always NUL-terminated; counts are int64_t.
- * NOTE: a DsaConfig is about 270 KB (the data file lists): allocate it on the heap or as
+ * NOTE: a DsaConfig is about 265 KB (the data file lists): allocate it on the heap or as
  * a static, not on a worker thread's stack.
  */
 #ifndef DSA_CORE_CONFIG_H

@@ -112,6 +112,17 @@ static void cpu_model(char *buf, size_t cap) {
     fclose(f);
 }
 
+/* The 1-minute load average, to tell a busy machine from a slow loader. */
+static double load_average(void) {
+    double load = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1) load = -1.0;
+        fclose(f);
+    }
+    return load;
+}
+
 /* ---- output ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -166,7 +177,7 @@ static void print_result(FILE *out, const DsaBenchLoaderResult *r, const DsaBenc
 }
 
 static DsaStatus record_results(const BenchArgs *a, const DsaBenchLoaderResult *res, int nres, const char *cpu,
-                                long cores) {
+                                long cores, double load_before, double load_after) {
     FILE *f = fopen(a->record, "a");
     if (!f) DSA_FAIL(DSA_ERR_IO, "%s: cannot open for appending the results", a->record);
     const DsaBenchLoaderOptions *o = &a->opts;
@@ -179,10 +190,13 @@ static DsaStatus record_results(const BenchArgs *a, const DsaBenchLoaderResult *
     fprintf(f, "- device: CPU only, %s, %ld cores online; zstd %s, HDF5 %u.%u.%u\n", cpu, cores, ZSTD_versionString(), maj,
             min, rel);
     fprintf(f, "- command: `%s`\n", a->command);
-    fprintf(f, "- settings: seq_len %lld (windows of %lld tokens), chunk %lld tokens, zstd level %d, %lldMi tokens per "
+    fprintf(f, "- 1-minute load average %.2f before, %.2f after (the benchmark itself keeps one core busy; more means "
+               "other work shared the machine and the best column is the cleaner figure)\n",
+            load_before, load_after);
+    fprintf(f, "- settings: seq_len %lld (windows of %lld tokens), chunk %lld tokens, zstd level %d, %lld tokens per "
                "shard, seed %llu; median of %d runs (best in the last column)\n",
             (long long)o->seq_len, (long long)(o->seq_len + 1), (long long)o->chunk_tokens, o->zstd_level,
-            (long long)(o->shard_tokens >> 20), (unsigned long long)o->seed, o->repeat);
+            (long long)o->shard_tokens, (unsigned long long)o->seed, o->repeat);
     fprintf(f, "- page cache warm for every measurement (each file read once before timing); one epoch of windows in "
                "shuffled order per run; tokens/s count the seq_len + 1 tokens of each window delivered\n\n");
     fprintf(f, "| data | tokens | ratio | measurement | tokens/s | GB/s (uint32) | vs plain read | best tokens/s |\n");
@@ -194,9 +208,14 @@ static DsaStatus record_results(const BenchArgs *a, const DsaBenchLoaderResult *
         double plain = rate(&r->plain, 0);
         for (int k = 0; k < n; k++) {
             double v = rate(rows[k].t, 0);
-            fprintf(f, "| %s | %.1fM | %.2fx | %s | %.1fM | %.2f | %.3fx | %.1fM |\n", k ? "" : dsa_bench_dist_name(r->dist),
-                    (double)r->stream_tokens / 1e6, r->compression_ratio, rows[k].name, v / 1e6, v * 4 / 1e9,
-                    plain > 0 ? v / plain : 0.0, rate(rows[k].t, 1) / 1e6);
+            char tokens[32] = "", ratio[32] = "";
+            if (k == 0) {
+                snprintf(tokens, sizeof tokens, "%.1fM", (double)r->stream_tokens / 1e6);
+                snprintf(ratio, sizeof ratio, "%.2fx", r->compression_ratio);
+            }
+            fprintf(f, "| %s | %s | %s | %s | %.1fM | %.2f | %.3fx | %.1fM |\n", k ? "" : dsa_bench_dist_name(r->dist),
+                    tokens, ratio, rows[k].name, v / 1e6, v * 4 / 1e9, plain > 0 ? v / plain : 0.0,
+                    rate(rows[k].t, 1) / 1e6);
         }
     }
     fprintf(f, "\n");
@@ -230,6 +249,7 @@ static DsaStatus run_loader_bench(BenchArgs *a) {
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double load_before = load_average();
     printf("dsa bench loader: %s, %ld cores; seq_len %lld (windows of %lld tokens), chunk %lld tokens, zstd level %d; "
            "median of %d runs\npage cache: warm (every file read once before timing); data under %s\n",
            cpu, cores, (long long)a->opts.seq_len, (long long)(a->opts.seq_len + 1), (long long)a->opts.chunk_tokens,
@@ -254,7 +274,7 @@ static DsaStatus run_loader_bench(BenchArgs *a) {
     if (made_dir && !a->keep) rmdir(dir);
     if (st != DSA_OK) return st;
     if (a->record) {
-        DSA_TRY(record_results(a, res, done, cpu, cores));
+        DSA_TRY(record_results(a, res, done, cpu, cores, load_before, load_average()));
         printf("\nresults appended to %s\n", a->record);
     }
     return DSA_OK;
