@@ -156,7 +156,7 @@ static void test_shipped_configs(void **state) {
     assert_int_equal(m->rope_scaling.original_max_position_embeddings, 128);
     assert_int_equal(m->max_position_embeddings, 1024);
     assert_int_equal(t->data.num_train, 1);
-    assert_string_equal(t->data.train[0], "data/demo/*.h5");
+    assert_string_equal(t->data.train[0], "runs/demo/data/*.h5");
     assert_int_equal(t->num_stages, 2);
     assert_string_equal(t->stages[0].name, "warmup");
     assert_string_equal(t->stages[0].trainable, "indexer");
