@@ -7,6 +7,7 @@
  * reported before any reading), import every input in order, close the shard set. On
  * any failure the shards written so far are removed.
  */
+#include "core/log.h"
 #include "data/pack.h"
 
 #include <dirent.h>
@@ -26,7 +27,7 @@ enum { NUM_FORMATS = sizeof format_names / sizeof format_names[0] };
 void dsa_pack_options_default(DsaPackOptions *o) {
     memset(o, 0, sizeof *o);
     o->format = DSA_PACK_TEXT;
-    o->shard_tokens = 1ll << 30;
+    o->shard_tokens = 1ll << 26; /* 4096 chunks of 16Ki: see the NOTE in pack.h */
     o->chunk_tokens = DSA_SHARD_DEFAULT_CHUNK_TOKENS;
     o->zstd_level = DSA_SHARD_DEFAULT_ZSTD_LEVEL;
     o->eos_id = -1;
@@ -249,6 +250,11 @@ static DsaStatus check_options(const DsaPackOptions *o) {
     if (o->format != DSA_PACK_SYNTHETIC && o->n_inputs <= 0)
         DSA_FAIL(DSA_ERR_ARG, "--format %s needs at least one input file or directory", format_names[o->format]);
     if (o->shard_tokens < 2) DSA_FAIL(DSA_ERR_ARG, "--shard-tokens %lld must be >= 2", (long long)o->shard_tokens);
+    if (o->chunk_tokens > 0 && o->shard_tokens / o->chunk_tokens > DSA_PACK_WARN_CHUNKS_PER_SHARD)
+        DSA_LOG_WARN("--shard-tokens %lld / --chunk-tokens %lld = %lld chunks per shard: opening such a shard takes "
+                     "seconds (HDF5 1.10 chunk lookups are quadratic); keep it under %d chunks",
+                     (long long)o->shard_tokens, (long long)o->chunk_tokens,
+                     (long long)(o->shard_tokens / o->chunk_tokens), DSA_PACK_WARN_CHUNKS_PER_SHARD);
     if (o->tokenizer && strlen(o->tokenizer) >= DSA_TOKENIZER_NAME_CAP)
         DSA_FAIL(DSA_ERR_ARG, "tokenizer name \"%s\" is longer than %d characters", o->tokenizer,
                  DSA_TOKENIZER_NAME_CAP - 1);

@@ -31,7 +31,7 @@ static void usage(FILE *out) {
             "options:\n"
             "  --format FMT          input format (required)\n"
             "  --out PREFIX          output prefix; its directory is created (required)\n"
-            "  --shard-tokens N      tokens per shard (default 1Gi); longer documents are split\n"
+            "  --shard-tokens N      tokens per shard (default 64Mi); longer documents are split\n"
             "  --chunk-tokens N      HDF5 chunk size in tokens (default 16384)\n"
             "  --zstd-level N        zstd level 1..22 (default 3)\n"
             "  --vocab-size N        pre-tokenized formats: vocabulary size (required);\n"

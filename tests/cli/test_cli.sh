@@ -70,3 +70,5 @@ expect_output "a window longer than the data is refused" "longer than the data" 
 expect_rc 2 "pack with an unknown format is a usage error" "$DSA" pack --format xml --out "$work/x" "$work/stream.u32"
 u32_file "$work/bad.u32" 1 2 5000 0
 expect_output "pack names an out-of-range token" "5000" "$DSA" pack --format u32 --vocab-size 1000 --eos-id 0 --out "$work/bad/part" --quiet "$work/bad.u32"
+expect_output "pack warns when a shard would have too many chunks to open quickly" "chunks per shard" \
+  "$DSA" pack --format synthetic --tokens 64Ki --doc-tokens 16Ki --chunk-tokens 4 --shard-tokens 64Ki --out "$work/many/part" --quiet
