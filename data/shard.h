@@ -55,6 +55,11 @@ DsaShardMeta dsa_shard_meta_default(uint64_t vocab_size, uint32_t eos_id);
  * Idempotent and thread-safe; called by every function below. */
 DsaStatus dsa_h5z_zstd_register(void);
 
+/* Index of the first token id >= vocab_size in tokens[0, n), or -1 when all are in
+ * range. The one range check of the project: the writer, the reader and the loader
+ * benchmark all use it. */
+int64_t dsa_tokens_first_out_of_range(const uint32_t *tokens, int64_t n, uint64_t vocab_size);
+
 /* ---- writing one shard ---------------------------------------------------------- */
 
 typedef struct DsaShardWriter DsaShardWriter;

@@ -370,21 +370,27 @@ static DsaStatus decode_chunk(const DsaShard *s, int64_t c, uint32_t *dst, DsaSh
     return DSA_OK;
 }
 
-static DsaStatus check_token_range(const DsaShard *s, const uint32_t *tokens, int64_t n, int64_t first) {
+int64_t dsa_tokens_first_out_of_range(const uint32_t *tokens, int64_t n, uint64_t vocab_size) {
+    if (vocab_size > UINT32_MAX) return -1; /* every uint32 id is in range */
     /* NOTE: an OR of comparisons over fixed blocks vectorizes with plain SSE2, where an
      * unsigned 32-bit max does not (4.5x faster: about 13% of the loader's time before). */
-    uint32_t limit = (uint32_t)(s->meta.vocab_size - 1), any = 0;
+    uint32_t limit = (uint32_t)(vocab_size - 1), any = 0;
     int64_t i = 0;
     for (; i + 64 <= n && !any; i += 64) {
         for (int k = 0; k < 64; k++) any |= tokens[i + k] > limit;
     }
     for (; i < n; i++) any |= tokens[i] > limit;
-    if (!any) return DSA_OK;
-    for (i = 0; i < n; i++) {
-        if (tokens[i] > limit)
-            DSA_FAIL(DSA_ERR_RANGE, "%s: token id %u at position %lld is >= vocab_size %llu", s->path, tokens[i],
-                     (long long)(first + i), (unsigned long long)s->meta.vocab_size);
+    if (!any) return -1;
+    for (i = 0; tokens[i] <= limit; i++) {
     }
+    return i;
+}
+
+static DsaStatus check_token_range(const DsaShard *s, const uint32_t *tokens, int64_t n, int64_t first) {
+    int64_t bad = dsa_tokens_first_out_of_range(tokens, n, s->meta.vocab_size);
+    if (bad >= 0)
+        DSA_FAIL(DSA_ERR_RANGE, "%s: token id %u at position %lld is >= vocab_size %llu", s->path, tokens[bad],
+                 (long long)(first + bad), (unsigned long long)s->meta.vocab_size);
     return DSA_OK;
 }
 

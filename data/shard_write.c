@@ -143,11 +143,10 @@ static DsaStatus flush_chunk(DsaShardWriter *w) {
 int64_t dsa_shard_writer_tokens(const DsaShardWriter *w) { return w->written + w->chunk_fill; }
 
 DsaStatus dsa_shard_writer_append(DsaShardWriter *w, const uint32_t *tokens, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        if (tokens[i] >= w->meta.vocab_size)
-            DSA_FAIL(DSA_ERR_RANGE, "%s: token id %u at shard position %lld is >= vocab_size %llu", w->path, tokens[i],
-                     (long long)(dsa_shard_writer_tokens(w) + i), (unsigned long long)w->meta.vocab_size);
-    }
+    int64_t bad = dsa_tokens_first_out_of_range(tokens, n, w->meta.vocab_size);
+    if (bad >= 0)
+        DSA_FAIL(DSA_ERR_RANGE, "%s: token id %u at shard position %lld is >= vocab_size %llu", w->path, tokens[bad],
+                 (long long)(dsa_shard_writer_tokens(w) + bad), (unsigned long long)w->meta.vocab_size);
     while (n > 0) {
         int64_t take = w->meta.chunk_tokens - w->chunk_fill;
         if (take > n) take = n;
