@@ -17,7 +17,7 @@ SAN     ?= 0
 CC      ?= cc
 PYENV   ?= .venv
 
-PKGS      := hdf5 libzstd libcjson
+PKGS      := hdf5 libzstd libcjson openblas zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -2,6 +2,7 @@
 #include "core/mem.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,4 +94,15 @@ void *dsa_arena_push(DsaArena *arena, size_t bytes) {
 void dsa_arena_reset(DsaArena *arena, size_t mark) {
     DSA_ASSERT(mark <= arena->used);
     arena->used = mark;
+}
+
+int64_t dsa_mem_rss_peak(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    long long kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kib) == 1) break;
+    fclose(f);
+    return (int64_t)kib * 1024;
 }

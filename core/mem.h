@@ -28,6 +28,10 @@ size_t dsa_mem_peak(void);
 /* Restart peak tracking from the current live count. */
 void dsa_mem_reset_peak(void);
 
+/* The process's peak resident set size in bytes (VmHWM of /proc/self/status; 0 where
+ * unavailable): what the OS saw, including memory not allocated through dsa_malloc. */
+int64_t dsa_mem_rss_peak(void);
+
 /* Allocate with an error trail: on failure records "out of memory allocating N bytes
  * for WHAT" and returns DSA_ERR_NOMEM. */
 DsaStatus dsa_alloc(void **out, size_t bytes, const char *what);

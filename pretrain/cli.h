@@ -10,8 +10,12 @@ int cli_config(int argc, char **argv);  /* print a resolved configuration */
 int cli_pack(int argc, char **argv);    /* build token shards */
 int cli_inspect(int argc, char **argv); /* describe and verify shards */
 int cli_stream(int argc, char **argv);  /* run the streaming loader */
-int cli_bench(int argc, char **argv);   /* loader throughput benchmark */
+int cli_bench(int argc, char **argv);   /* benchmarks: loader, train, gemm */
+int cli_bench_train(int argc, char **argv); /* training-step throughput (cli_bench_train.c) */
+int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (cli_bench_train.c) */
 int cli_info(int argc, char **argv);    /* build and device information */
+int cli_train(int argc, char **argv);   /* LM training, checkpoints, resume */
+int cli_eval(int argc, char **argv);    /* held-out loss of a checkpoint */
 
 /* Print "dsa SUB: error: <trail>" and return the exit code for `status`. */
 int cli_report(const char *sub, DsaStatus status);

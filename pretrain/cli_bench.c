@@ -29,7 +29,9 @@ static void usage_top(FILE *out) {
     fprintf(out,
             "usage: dsa bench <benchmark> [options]    (dsa bench <benchmark> --help)\n\n"
             "benchmarks:\n"
-            "  loader   streaming loader throughput vs a plain read of the same tokens and bare zstd\n");
+            "  loader   streaming loader throughput vs a plain read of the same tokens and bare zstd\n"
+            "  train    whole training steps of a config's model: tokens/s, GFLOP/s, peak memory\n"
+            "  gemm     the machine's single-precision GEMM rate through OpenBLAS\n");
 }
 
 static void usage_loader(FILE *out) {
@@ -336,7 +338,9 @@ int cli_bench(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "loader")) return cli_bench_loader(argc - 1, argv + 1);
-    static const char *const names[] = {"loader", NULL};
+    if (!strcmp(argv[1], "train")) return cli_bench_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "gemm")) return cli_bench_gemm(argc - 1, argv + 1);
+    static const char *const names[] = {"loader", "train", "gemm", NULL};
     const char *guess = dsa_closest_word(argv[1], names);
     fprintf(stderr, "dsa bench: unknown benchmark \"%s\"%s%s%s\n\n", argv[1], guess ? "; did you mean \"" : "",
             guess ? guess : "", guess ? "\"?" : "");

@@ -6,6 +6,8 @@
 # 3. inspect the shards (and verify them against HDF5's own filter path)
 # 4. stream 128K-token windows, save the cursor, resume from it
 # 5. resolve the tiny model's configuration with an override
+# 6. train the tiny dense MLA model (configs/tiny-dense.json) on short-range synthetic
+#    tasks for 300 steps, stop at 150 and resume, show the loss falling, evaluate it
 set -euo pipefail
 build=${1:-build}
 dsa=$build/dsa
@@ -33,5 +35,17 @@ step "   the same 6 windows without stopping (the lines above must match these)"
 
 step "5. the tiny model's configuration, with an override"
 "$dsa" config --config configs/tiny.json --set model.index_topk=32 --check
+
+step "6. train the tiny dense MLA model: synthetic recall tasks, 300 steps of 8 x 256 tokens"
+"$dsa" pack --format synthetic --tokens 4Mi --doc-tokens 1Ki --distances 16,64,200 --seed 2 --out "$out/lm/syn" --quiet
+"$dsa" pack --format synthetic --tokens 64Ki --doc-tokens 1Ki --distances 16,64,200 --seed 99 --out "$out/heldout/syn" --quiet
+"$dsa" train --config configs/tiny-dense.json --stop-at 150
+step "   resume the run from its step-150 checkpoint and finish"
+"$dsa" train --config configs/tiny-dense.json --resume
+step "   loss every 25 steps (metrics.jsonl)"
+awk -F'"loss":' 'NR == 1 || NR % 25 == 0 { split($2, a, ","); split($0, s, "\"step\":"); split(s[2], b, ","); printf "  step %4d  loss %.4f\n", b[1], a[1] }' \
+  "$out/tiny-dense/metrics.jsonl"
+step "   held-out loss of the final checkpoint"
+"$dsa" eval "$out/tiny-dense" --data "$out/heldout" --seq-len 256 --windows 32 --batch 8
 
 printf '\ndemo: done; outputs in %s\n' "$out"

@@ -1,0 +1,52 @@
+/* backend_cpu.c: the CPU reference backend's table and thread control
+ * (kernels/backend.h). */
+#include <cblas.h>
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/cpu/ops.h"
+
+static const DsaBackend cpu_backend = {
+    .name = "cpu",
+    .linear_forward = dsa_cpu_linear_forward,
+    .linear_backward = dsa_cpu_linear_backward,
+    .embedding_forward = dsa_cpu_embedding_forward,
+    .embedding_backward = dsa_cpu_embedding_backward,
+    .rmsnorm_forward = dsa_cpu_rmsnorm_forward,
+    .rmsnorm_backward = dsa_cpu_rmsnorm_backward,
+    .rope_forward = dsa_cpu_rope_forward,
+    .rope_backward = dsa_cpu_rope_backward,
+    .swiglu_forward = dsa_cpu_swiglu_forward,
+    .swiglu_backward = dsa_cpu_swiglu_backward,
+    .attention_forward = dsa_cpu_attention_forward,
+    .attention_backward = dsa_cpu_attention_backward,
+    .attention_scratch_floats = dsa_cpu_attention_scratch_floats,
+    .cross_entropy_forward = dsa_cpu_cross_entropy_forward,
+    .cross_entropy_backward = dsa_cpu_cross_entropy_backward,
+    .adamw_step = dsa_cpu_adamw_step,
+    .sum_squares = dsa_cpu_sum_squares,
+    .scale = dsa_cpu_scale,
+    .add = dsa_cpu_add,
+    .copy_2d = dsa_cpu_copy_2d,
+};
+
+const DsaBackend *dsa_backend_cpu(void) { return &cpu_backend; }
+
+DsaStatus dsa_backend_get(const char *name, const DsaBackend **out) {
+    *out = NULL;
+    if (!strcmp(name, "cpu")) {
+        *out = &cpu_backend;
+        return DSA_OK;
+    }
+    if (!strcmp(name, "cuda"))
+        DSA_FAIL(DSA_ERR_DEVICE, "device \"cuda\": the CUDA training backend is not built yet; use \"cpu\"");
+    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\" and \"cuda\"", name);
+}
+
+void dsa_backend_cpu_set_threads(int threads) {
+    int n = threads > 0 ? threads : omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int dsa_backend_cpu_threads(void) { return omp_get_max_threads(); }

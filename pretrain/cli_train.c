@@ -1,0 +1,113 @@
+/* cli_train.c: `dsa train`: LM training from a fresh init, a checkpoint's weights, or a
+ * resumed run (pretrain/trainer.h has the loop, the run directory and the guarantees). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/config.h"
+#include "core/mem.h"
+#include "pretrain/cli.h"
+#include "pretrain/trainer.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: dsa train --config FILE [--set key.path=value ...] [--resume | --init DIR]\n"
+            "                 [--stop-at STEP] [--threads N] [--quiet]\n\n"
+            "Trains the model the config describes on its data.train shards, stage after stage,\n"
+            "logging one JSON line per step to OUT/metrics.jsonl (step, stage, lr, loss, grad norm,\n"
+            "tokens/s, peak memory) and writing checkpoints OUT/step-NNNNNNNN every\n"
+            "train.checkpoint_every steps and at the end (OUT = train.out_dir; OUT/latest names the\n"
+            "newest). A resumed run continues bit for bit on the same thread count.\n\n"
+            "options:\n"
+            "  --config FILE        run config (configs/tiny-dense.json for a small dense model)\n"
+            "  --set KEY=VALUE      override a config key (see dsa config --help)\n"
+            "  --resume             continue the run in train.out_dir from its latest checkpoint\n"
+            "  --init DIR           start from the weights in DIR (a checkpoint or a Hugging Face\n"
+            "                       model directory with config.json and model.safetensors)\n"
+            "  --stop-at STEP       stop after global step STEP (writing a checkpoint); --resume\n"
+            "                       continues from there\n"
+            "  --threads N          CPU threads (same as --set train.threads=N; 0 = all cores)\n"
+            "  --quiet              no per-step log lines\n"
+            "  --pause-in-save MS   testing aid: sleep MS milliseconds inside every checkpoint save,\n"
+            "                       just before it is committed\n"
+            "  -h, --help           this text\n\n"
+            "examples:\n"
+            "  dsa train --config configs/tiny-dense.json\n"
+            "  dsa train --config configs/tiny-dense.json --set train.steps=500 --set train.out_dir=runs/a\n"
+            "  dsa train --config configs/tiny-dense.json --resume\n");
+}
+
+int cli_train(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
+        {"resume", no_argument, 0, 'r'},       {"init", required_argument, 0, 'i'},
+        {"stop-at", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'},
+        {"quiet", no_argument, 0, 'q'},        {"pause-in-save", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+    };
+    const char *path = NULL;
+    DsaTrainOptions opts = {.progress = 1};
+    int n_sets = 0, rc = -1;
+    const char **sets = calloc((size_t)argc + 2, sizeof *sets);
+    static char threads_set[64];
+    if (!sets) return cli_report("train", DSA_ERR_NOMEM);
+    optind = 1;
+    int opt;
+    char *end = NULL;
+    while (rc < 0 && (opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'r': opts.resume = true; break;
+        case 'i': opts.init_from = optarg; break;
+        case 'q': opts.progress = 0; break;
+        case 'S':
+        case 'P':
+        case 't': {
+            long long v = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || v < 0) {
+                fprintf(stderr, "dsa train: --%s wants a non-negative integer, got \"%s\"\n",
+                        opt == 'S' ? "stop-at" : opt == 'P' ? "pause-in-save" : "threads", optarg);
+                rc = 2;
+            } else if (opt == 'S') {
+                opts.stop_at = v;
+            } else if (opt == 'P') {
+                opts.pause_before_commit_ms = v;
+            } else {
+                snprintf(threads_set, sizeof threads_set, "train.threads=%lld", v);
+                sets[n_sets++] = threads_set;
+            }
+            break;
+        }
+        case 'h': usage(stdout); rc = 0; break;
+        default: usage(stderr); rc = 2; break;
+        }
+    }
+    if (rc < 0 && optind < argc) {
+        fprintf(stderr, "dsa train: unexpected argument \"%s\"\n\n", argv[optind]);
+        usage(stderr);
+        rc = 2;
+    }
+    if (rc < 0 && !path) {
+        fprintf(stderr, "dsa train: --config FILE is required\n\n");
+        usage(stderr);
+        rc = 2;
+    }
+    if (rc < 0 && opts.resume && opts.init_from) {
+        fprintf(stderr, "dsa train: --resume and --init exclude each other (a resumed run has its own weights)\n");
+        rc = 2;
+    }
+    if (rc < 0) {
+        DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
+        DsaStatus st = cfg ? dsa_config_load(cfg, path, sets, n_sets) : DSA_ERR_NOMEM;
+        DsaTrainResult res;
+        if (st == DSA_OK) st = dsa_train(cfg, &opts, &res);
+        if (st == DSA_OK)
+            printf("trained to step %lld, last loss %.4f, checkpoint %s\n", (long long)res.steps_done, res.last_loss,
+                   res.last_checkpoint[0] ? res.last_checkpoint : "(none)");
+        dsa_free(cfg, sizeof *cfg);
+        rc = cli_report("train", st);
+    }
+    free(sets);
+    return rc;
+}

@@ -1,0 +1,378 @@
+/* model.c: forward and backward of the dense DeepSeek-V3 decoder (model.h) through the
+ * backend table. Per layer (DSA-SPEC §4 steps 1-8, MHA form §4.1):
+ *
+ *   x   = RMSNorm(h)                          cQ = RMSNorm(W_DQ x)   (or q = W_Q x)
+ *   q   = W_UQ cQ, viewed (H, d_n + d_r), rope part rotated (interleaved, §4.4)
+ *   [c̃ ‖ kR] = W_DKV x,  c = RMSNorm(c̃),  kR rotated (one per token, shared by heads)
+ *   [kN ‖ v] = W_UKV c per head,  k = [kN ‖ kR]
+ *   o   = causal softmax(τ q kᵀ) v,  h += W_O o
+ *   h  += W_down (silu(W_gate x2) ⊙ W_up x2),  x2 = RMSNorm(h)
+ *
+ * The backward walks the same steps in reverse; each linear's weight gradient is skipped
+ * when its parameter does not require one.
+ */
+#include "pretrain/model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/mem.h"
+
+/* Dimensions used everywhere below, named as in DSA-SPEC. */
+typedef struct {
+    int64_t N, B, L, D, V, H, dq, dn, dr, dv, dc, I, dqk, nL;
+} Dims;
+
+static Dims dims_of(const DsaModel *m) {
+    const DsaModelConfig *c = &m->cfg;
+    Dims d = {
+        .B = m->batch,
+        .L = m->seq_len,
+        .D = c->hidden_size,
+        .V = c->vocab_size,
+        .H = c->num_attention_heads,
+        .dq = c->has_q_lora ? c->q_lora_rank : 0,
+        .dn = c->qk_nope_head_dim,
+        .dr = c->qk_rope_head_dim,
+        .dv = c->v_head_dim,
+        .dc = c->kv_lora_rank,
+        .I = c->intermediate_size,
+        .nL = c->num_hidden_layers,
+    };
+    d.N = d.B * d.L;
+    d.dqk = d.dn + d.dr;
+    return d;
+}
+
+static float *W(const DsaModel *m, int layer, DsaWeightSlot slot) {
+    int row = layer < 0 ? (int)m->cfg.num_hidden_layers : layer;
+    return m->w[row * DSA_W_SLOT_COUNT + slot];
+}
+
+/* Gradient buffer of (layer, slot), or NULL when it needs none. */
+static float *G(const DsaModel *m, int layer, DsaWeightSlot slot) {
+    const DsaParamInfo *p = dsa_param_slot(&m->table, layer, slot);
+    if (!p || !m->requires_grad[p - m->table.info]) return NULL;
+    return m->grads + p->offset;
+}
+
+DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBackend *be) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    DSA_TRY(dsa_param_table_build(&m->table, cfg));
+    size_t bytes = (size_t)m->table.total * sizeof(float);
+    int rows = (int)cfg->num_hidden_layers + 1;
+    m->params = dsa_calloc((size_t)m->table.total, sizeof(float));
+    m->grads = dsa_calloc((size_t)m->table.total, sizeof(float));
+    m->requires_grad = dsa_calloc((size_t)m->table.count, sizeof(bool));
+    m->w = dsa_calloc((size_t)rows * DSA_W_SLOT_COUNT, sizeof(float *));
+    if (!m->params || !m->grads || !m->requires_grad || !m->w) {
+        dsa_model_free(m);
+        DSA_FAIL(DSA_ERR_NOMEM, "model parameters and gradients: 2 x %zu bytes", bytes);
+    }
+    for (int i = 0; i < m->table.count; i++) {
+        const DsaParamInfo *p = &m->table.info[i];
+        int row = p->layer < 0 ? rows - 1 : p->layer;
+        m->w[row * DSA_W_SLOT_COUNT + p->slot] = m->params + p->offset;
+        m->requires_grad[i] = true;
+    }
+    return DSA_OK;
+}
+
+static void free_workspace(DsaModel *m) {
+    dsa_free(m->arena, (size_t)m->arena_floats * sizeof(float));
+    dsa_free(m->acts, sizeof *m->acts * (size_t)m->cfg.num_hidden_layers);
+    m->arena = NULL, m->acts = NULL, m->arena_floats = 0;
+    m->batch = m->seq_len = 0;
+    m->have_forward = false;
+}
+
+void dsa_model_free(DsaModel *m) {
+    free_workspace(m);
+    size_t rows = (size_t)m->cfg.num_hidden_layers + 1;
+    dsa_free(m->params, (size_t)m->table.total * sizeof(float));
+    dsa_free(m->grads, (size_t)m->table.total * sizeof(float));
+    dsa_free(m->requires_grad, (size_t)m->table.count * sizeof(bool));
+    dsa_free(m->w, rows * DSA_W_SLOT_COUNT * sizeof(float *));
+    dsa_param_table_free(&m->table);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- workspace layout ------------------------------------------------------------ */
+
+/* Carve (or, with base NULL, only count) the workspace. Every buffer is rounded up to
+ * 16 floats. Token ids live in the same arena (int32 is float-sized). */
+typedef struct {
+    float *base;
+    int64_t used;
+} Carver;
+
+static float *carve(Carver *cv, int64_t floats) {
+    float *p = cv->base ? cv->base + cv->used : NULL;
+    cv->used += (floats + 15) / 16 * 16;
+    return p;
+}
+
+static void layout_workspace(DsaModel *m, Carver *cv, const Dims *d) {
+    for (int64_t l = 0; l < d->nL; l++) {
+        DsaLayerActs *a = m->acts ? &m->acts[l] : &(DsaLayerActs){0};
+        a->h_in = carve(cv, d->N * d->D);
+        a->x = carve(cv, d->N * d->D);
+        a->rstd1 = carve(cv, d->N);
+        if (d->dq) {
+            a->qa = carve(cv, d->N * d->dq);
+            a->cq = carve(cv, d->N * d->dq);
+            a->rstd_q = carve(cv, d->N);
+        }
+        a->q = carve(cv, d->N * d->H * d->dqk);
+        a->ckv = carve(cv, d->N * d->dc);
+        a->c = carve(cv, d->N * d->dc);
+        a->rstd_kv = carve(cv, d->N);
+        a->k = carve(cv, d->N * d->H * d->dqk);
+        a->v = carve(cv, d->N * d->H * d->dv);
+        a->o = carve(cv, d->N * d->H * d->dv);
+        a->lse = carve(cv, d->B * d->H * d->L);
+        a->h_mid = carve(cv, d->N * d->D);
+        a->x2 = carve(cv, d->N * d->D);
+        a->rstd2 = carve(cv, d->N);
+        a->gate = carve(cv, d->N * d->I);
+        a->up = carve(cv, d->N * d->I);
+        a->act = carve(cv, d->N * d->I);
+    }
+    m->h_final = carve(cv, d->N * d->D);
+    m->xf = carve(cv, d->N * d->D);
+    m->rstdf = carve(cv, d->N);
+    m->logits = carve(cv, d->N * d->V);
+    m->losses = carve(cv, d->N);
+    m->ce_lse = carve(cv, d->N);
+    m->rope_cos = carve(cv, d->L * d->dr / 2);
+    m->rope_sin = carve(cv, d->L * d->dr / 2);
+    m->inputs = (int32_t *)carve(cv, d->N);
+    m->targets = (int32_t *)carve(cv, d->N);
+    /* scratch shared by all layers */
+    int64_t wide = d->D > d->I ? d->D : d->I;
+    int64_t qdim = d->dq > d->D ? d->dq : d->D;
+    m->dh = carve(cv, d->N * d->D);
+    m->dx = carve(cv, d->N * d->D);
+    m->dtmp = carve(cv, d->N * (wide > qdim ? wide : qdim));
+    m->dq = carve(cv, d->N * d->H * d->dqk);
+    m->dk = carve(cv, d->N * d->H * d->dqk);
+    m->dv = carve(cv, d->N * d->H * d->dv);
+    m->dkv = carve(cv, d->N * d->H * (d->dn + d->dv));
+    m->dkva = carve(cv, d->N * (d->dc + d->dr));
+    m->dc = carve(cv, d->N * d->dc);
+    m->dkr = carve(cv, d->N * d->dr);
+    m->dqa = carve(cv, d->N * (d->dq ? d->dq : 1));
+    m->dcq = carve(cv, d->N * (d->dq ? d->dq : 1));
+    m->dgate = carve(cv, d->N * d->I);
+    m->dup = carve(cv, d->N * d->I);
+    m->dact = carve(cv, d->N * d->I);
+    m->do_ = carve(cv, d->N * d->H * d->dv);
+    DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = d->H, .qk_dim = d->dqk, .v_dim = d->dv};
+    m->attn_scratch = carve(cv, m->be ? m->be->attention_scratch_floats(&shape) : d->B * d->H * d->L);
+    m->kv = carve(cv, d->N * d->H * (d->dn + d->dv));
+    m->kva = carve(cv, d->N * (d->dc + d->dr));
+}
+
+int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len) {
+    DsaModel tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.cfg = *cfg;
+    tmp.batch = batch, tmp.seq_len = seq_len;
+    Dims d = dims_of(&tmp);
+    Carver cv = {0};
+    layout_workspace(&tmp, &cv, &d);
+    return cv.used * (int64_t)sizeof(float);
+}
+
+DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len) {
+    if (m->arena && m->batch == batch && m->seq_len == seq_len) return DSA_OK;
+    free_workspace(m);
+    m->batch = batch, m->seq_len = seq_len;
+    Dims d = dims_of(m);
+    Carver cv = {0};
+    layout_workspace(m, &cv, &d);
+    m->acts = dsa_calloc((size_t)d.nL, sizeof *m->acts);
+    m->arena = dsa_malloc((size_t)cv.used * sizeof(float));
+    if (!m->acts || !m->arena) {
+        size_t want = (size_t)cv.used * sizeof(float);
+        dsa_free(m->acts, sizeof *m->acts * (size_t)d.nL);
+        m->acts = NULL;
+        m->arena = NULL;
+        DSA_FAIL(DSA_ERR_NOMEM, "activations for %lld x %lld tokens: %.2f GiB", (long long)batch,
+                 (long long)seq_len, (double)want / (1 << 30));
+    }
+    m->arena_floats = cv.used;
+    cv = (Carver){.base = m->arena};
+    layout_workspace(m, &cv, &d);
+    /* RoPE tables for positions 0..L-1 (DSA-SPEC §4.3). */
+    const DsaRopeScaling *rs = &m->cfg.rope_scaling;
+    float freq[512];
+    DSA_ASSERT(d.dr / 2 <= 512);
+    dsa_rope_frequencies(freq, d.dr, m->cfg.rope_theta, rs->type, rs->factor, rs->original_max_position_embeddings,
+                         rs->beta_fast, rs->beta_slow);
+    dsa_rope_tables(m->rope_cos, m->rope_sin, freq, d.L, d.dr);
+    return DSA_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------ */
+
+static void layer_forward(DsaModel *m, int l, const Dims *d) {
+    const DsaBackend *be = m->be;
+    DsaLayerActs *a = &m->acts[l];
+    const float eps = (float)m->cfg.rms_norm_eps;
+    const int64_t N = d->N, H = d->H;
+
+    be->rmsnorm_forward(a->x, a->rstd1, a->h_in, W(m, l, DSA_W_INPUT_NORM), N, d->D, eps);
+    /* queries (steps 2-4) */
+    if (d->dq) {
+        be->linear_forward(a->qa, a->x, W(m, l, DSA_W_Q_A), N, d->D, d->dq);
+        be->rmsnorm_forward(a->cq, a->rstd_q, a->qa, W(m, l, DSA_W_Q_A_NORM), N, d->dq, eps);
+        be->linear_forward(a->q, a->cq, W(m, l, DSA_W_Q_B), N, d->dq, H * d->dqk);
+    } else {
+        be->linear_forward(a->q, a->x, W(m, l, DSA_W_Q), N, d->D, H * d->dqk);
+    }
+    be->rope_forward(a->q + d->dn, m->rope_cos, m->rope_sin, N, d->L, H, d->dr, H * d->dqk, d->dqk);
+    /* keys and values (steps 5-6, §4.1) */
+    const int64_t kva_w = d->dc + d->dr, kv_w = d->dn + d->dv;
+    be->linear_forward(m->kva, a->x, W(m, l, DSA_W_KV_A), N, d->D, kva_w);
+    be->copy_2d(a->ckv, d->dc, m->kva, kva_w, N, d->dc, false);
+    be->rmsnorm_forward(a->c, a->rstd_kv, a->ckv, W(m, l, DSA_W_KV_A_NORM), N, d->dc, eps);
+    be->rope_forward(m->kva + d->dc, m->rope_cos, m->rope_sin, N, d->L, 1, d->dr, kva_w, d->dr);
+    be->linear_forward(m->kv, a->c, W(m, l, DSA_W_KV_B), N, d->dc, H * kv_w);
+    for (int64_t h = 0; h < H; h++) {
+        be->copy_2d(a->k + h * d->dqk, H * d->dqk, m->kv + h * kv_w, H * kv_w, N, d->dn, false);
+        be->copy_2d(a->k + h * d->dqk + d->dn, H * d->dqk, m->kva + d->dc, kva_w, N, d->dr, false);
+        be->copy_2d(a->v + h * d->dv, H * d->dv, m->kv + h * kv_w + d->dn, H * kv_w, N, d->dv, false);
+    }
+    /* attention and output projection (steps 7-8) */
+    DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = H, .qk_dim = d->dqk, .v_dim = d->dv,
+                          .scale = (float)dsa_model_softmax_scale(&m->cfg)};
+    be->attention_forward(a->o, a->lse, a->q, a->k, a->v, &shape);
+    be->linear_forward(a->h_mid, a->o, W(m, l, DSA_W_O), N, H * d->dv, d->D);
+    be->add(a->h_mid, a->h_in, N * d->D);
+    /* FFN */
+    float *h_out = l + 1 < d->nL ? m->acts[l + 1].h_in : m->h_final;
+    be->rmsnorm_forward(a->x2, a->rstd2, a->h_mid, W(m, l, DSA_W_POST_NORM), N, d->D, eps);
+    be->linear_forward(a->gate, a->x2, W(m, l, DSA_W_GATE), N, d->D, d->I);
+    be->linear_forward(a->up, a->x2, W(m, l, DSA_W_UP), N, d->D, d->I);
+    be->swiglu_forward(a->act, a->gate, a->up, N * d->I);
+    be->linear_forward(h_out, a->act, W(m, l, DSA_W_DOWN), N, d->I, d->D);
+    be->add(h_out, a->h_mid, N * d->D);
+}
+
+DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
+                            int64_t seq_len, double *loss_sum, int64_t *count) {
+    DSA_TRY(dsa_model_reserve(m, batch, seq_len));
+    Dims d = dims_of(m);
+    const DsaBackend *be = m->be;
+    memcpy(m->inputs, inputs, (size_t)d.N * sizeof(int32_t));
+    memcpy(m->targets, targets, (size_t)d.N * sizeof(int32_t));
+    int64_t counted = 0;
+    for (int64_t i = 0; i < d.N; i++) {
+        if (inputs[i] < 0 || inputs[i] >= d.V || targets[i] >= d.V)
+            DSA_FAIL(DSA_ERR_RANGE, "token %lld of the micro-batch is %d (input) / %d (target): outside the vocabulary "
+                     "of %lld", (long long)i, inputs[i], targets[i], (long long)d.V);
+        counted += targets[i] >= 0;
+    }
+    float *h0 = d.nL ? m->acts[0].h_in : m->h_final;
+    be->embedding_forward(h0, m->inputs, W(m, -1, DSA_W_EMBED), d.N, d.D);
+    for (int l = 0; l < (int)d.nL; l++) layer_forward(m, l, &d);
+    be->rmsnorm_forward(m->xf, m->rstdf, m->h_final, W(m, -1, DSA_W_FINAL_NORM), d.N, d.D,
+                        (float)m->cfg.rms_norm_eps);
+    be->linear_forward(m->logits, m->xf, W(m, -1, DSA_W_LM_HEAD), d.N, d.D, d.V);
+    *loss_sum = be->cross_entropy_forward(m->losses, m->ce_lse, m->logits, m->targets, d.N, d.V);
+    *count = counted;
+    m->count = counted;
+    m->have_forward = true;
+    return DSA_OK;
+}
+
+/* ---- backward ----------------------------------------------------------------------- */
+
+/* On entry m->dh holds ∂loss/∂(layer output); on exit ∂loss/∂(layer input). */
+static void layer_backward(DsaModel *m, int l, const Dims *d) {
+    const DsaBackend *be = m->be;
+    DsaLayerActs *a = &m->acts[l];
+    const int64_t N = d->N, H = d->H, D = d->D;
+    const int64_t kva_w = d->dc + d->dr, kv_w = d->dn + d->dv;
+
+    /* FFN branch: out = h_mid + down(act) */
+    be->linear_backward(m->dact, G(m, l, DSA_W_DOWN), m->dh, a->act, W(m, l, DSA_W_DOWN), N, d->I, D);
+    be->swiglu_backward(m->dgate, m->dup, m->dact, a->gate, a->up, N * d->I);
+    be->linear_backward(m->dx, G(m, l, DSA_W_GATE), m->dgate, a->x2, W(m, l, DSA_W_GATE), N, D, d->I);
+    be->linear_backward(m->dtmp, G(m, l, DSA_W_UP), m->dup, a->x2, W(m, l, DSA_W_UP), N, D, d->I);
+    be->add(m->dx, m->dtmp, N * D);
+    be->rmsnorm_backward(m->dtmp, G(m, l, DSA_W_POST_NORM), m->dx, a->h_mid, W(m, l, DSA_W_POST_NORM), a->rstd2, N,
+                         D);
+    be->add(m->dh, m->dtmp, N * D); /* dh = ∂/∂h_mid */
+
+    /* attention branch: h_mid = h_in + W_O o */
+    be->linear_backward(m->do_, G(m, l, DSA_W_O), m->dh, a->o, W(m, l, DSA_W_O), N, H * d->dv, D);
+    DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = H, .qk_dim = d->dqk, .v_dim = d->dv,
+                          .scale = (float)dsa_model_softmax_scale(&m->cfg)};
+    be->attention_backward(m->dq, m->dk, m->dv, m->do_, a->o, a->lse, a->q, a->k, a->v, &shape, m->attn_scratch);
+
+    /* query path: rotate the gradient back, then through W_UQ, the q norm and W_DQ */
+    be->rope_backward(m->dq + d->dn, m->rope_cos, m->rope_sin, N, d->L, H, d->dr, H * d->dqk, d->dqk);
+    if (d->dq) {
+        be->linear_backward(m->dcq, G(m, l, DSA_W_Q_B), m->dq, a->cq, W(m, l, DSA_W_Q_B), N, d->dq, H * d->dqk);
+        be->rmsnorm_backward(m->dqa, G(m, l, DSA_W_Q_A_NORM), m->dcq, a->qa, W(m, l, DSA_W_Q_A_NORM), a->rstd_q, N,
+                             d->dq);
+        be->linear_backward(m->dx, G(m, l, DSA_W_Q_A), m->dqa, a->x, W(m, l, DSA_W_Q_A), N, D, d->dq);
+    } else {
+        be->linear_backward(m->dx, G(m, l, DSA_W_Q), m->dq, a->x, W(m, l, DSA_W_Q), N, D, H * d->dqk);
+    }
+
+    /* key/value path: gather per-head grads into [dkN ‖ dv] rows and the shared dkR */
+    for (int64_t h = 0; h < H; h++) {
+        be->copy_2d(m->dkv + h * kv_w, H * kv_w, m->dk + h * d->dqk, H * d->dqk, N, d->dn, false);
+        be->copy_2d(m->dkv + h * kv_w + d->dn, H * kv_w, m->dv + h * d->dv, H * d->dv, N, d->dv, false);
+        be->copy_2d(m->dkr, d->dr, m->dk + h * d->dqk + d->dn, H * d->dqk, N, d->dr, h > 0);
+    }
+    be->linear_backward(m->dc, G(m, l, DSA_W_KV_B), m->dkv, a->c, W(m, l, DSA_W_KV_B), N, d->dc, H * kv_w);
+    be->rmsnorm_backward(m->dtmp, G(m, l, DSA_W_KV_A_NORM), m->dc, a->ckv, W(m, l, DSA_W_KV_A_NORM), a->rstd_kv, N,
+                         d->dc);
+    be->copy_2d(m->dkva, kva_w, m->dtmp, d->dc, N, d->dc, false);
+    be->rope_backward(m->dkr, m->rope_cos, m->rope_sin, N, d->L, 1, d->dr, d->dr, d->dr);
+    be->copy_2d(m->dkva + d->dc, kva_w, m->dkr, d->dr, N, d->dr, false);
+    be->linear_backward(m->dtmp, G(m, l, DSA_W_KV_A), m->dkva, a->x, W(m, l, DSA_W_KV_A), N, D, kva_w);
+    be->add(m->dx, m->dtmp, N * D);
+
+    /* input norm; the residual passes dh through unchanged */
+    be->rmsnorm_backward(m->dtmp, G(m, l, DSA_W_INPUT_NORM), m->dx, a->h_in, W(m, l, DSA_W_INPUT_NORM), a->rstd1, N,
+                         D);
+    be->add(m->dh, m->dtmp, N * D);
+}
+
+void dsa_model_backward(DsaModel *m, float loss_scale) {
+    DSA_ASSERT(m->have_forward);
+    Dims d = dims_of(m);
+    const DsaBackend *be = m->be;
+    float *dlogits = m->logits; /* in place */
+    be->cross_entropy_backward(dlogits, m->logits, m->ce_lse, m->targets, loss_scale, d.N, d.V);
+    be->linear_backward(m->dx, G(m, -1, DSA_W_LM_HEAD), dlogits, m->xf, W(m, -1, DSA_W_LM_HEAD), d.N, d.D, d.V);
+    be->rmsnorm_backward(m->dh, G(m, -1, DSA_W_FINAL_NORM), m->dx, m->h_final, W(m, -1, DSA_W_FINAL_NORM), m->rstdf,
+                         d.N, d.D);
+    for (int l = (int)d.nL - 1; l >= 0; l--) layer_backward(m, l, &d);
+    float *dembed = G(m, -1, DSA_W_EMBED);
+    if (dembed) be->embedding_backward(dembed, m->dh, m->inputs, d.N, d.D);
+    m->have_forward = false; /* the logits now hold gradients */
+}
+
+void dsa_model_zero_grad(DsaModel *m) { memset(m->grads, 0, (size_t)m->table.total * sizeof(float)); }
+
+double dsa_model_train_flops_per_token(const DsaModelConfig *c, int64_t seq_len) {
+    const double D = (double)c->hidden_size, H = (double)c->num_attention_heads;
+    const double dqk = (double)(c->qk_nope_head_dim + c->qk_rope_head_dim), dv = (double)c->v_head_dim;
+    const double dc = (double)c->kv_lora_rank, dr = (double)c->qk_rope_head_dim;
+    double q = c->has_q_lora ? (double)c->q_lora_rank * (D + H * dqk) : D * H * dqk;
+    double per_layer = q + D * (dc + dr) + dc * H * (c->qk_nope_head_dim + dv) + H * dv * D +
+                       3.0 * D * (double)c->intermediate_size;
+    double matmul = (double)c->num_hidden_layers * per_layer + D * (double)c->vocab_size; /* + LM head */
+    /* causal attention: (L + 1) / 2 keys per query on average, QK and PV per head */
+    double keys = ((double)seq_len + 1) / 2;
+    double attn = (double)c->num_hidden_layers * H * (dqk + dv) * keys;
+    return 6.0 * (matmul + attn);
+}

@@ -1,0 +1,107 @@
+/* model.h: the dense DeepSeek-V3 decoder (MLA attention, SwiGLU FFN) with forward and
+ * backward through a DsaBackend.
+ *
+ * Math: DSA-SPEC §4 (MLA, MHA form §4.1, YaRN RoPE §4.3 with the interleaved layout of
+ * §4.4), plus the parts every DeepSeek-V3 model shares: token embedding, pre-norm
+ * residual blocks, SwiGLU FFN down(silu(gate(x)) ⊙ up(x)), final RMSNorm, LM head and
+ * the cross-entropy of each token against the next one.
+ *
+ * Ownership: a DsaModel owns its parameters, gradients and activations (one flat buffer
+ * each, params.h layout). Activations are sized for one micro-batch shape
+ * (batch × seq_len) by dsa_model_reserve and reused; the forward saves what the backward
+ * needs (no recomputation yet), which is O(L·d) per layer and no L×L buffer (DESIGN.md
+ * memory rule; attention saves only its per-head log-sum-exp).
+ *
+ * Gradients accumulate (+=) over forward/backward calls until dsa_model_zero_grad, which
+ * is how the trainer accumulates micro-batches into one optimizer step. Parameters whose
+ * `requires_grad` entry is false get no gradient computed at all.
+ */
+#ifndef DSA_PRETRAIN_MODEL_H
+#define DSA_PRETRAIN_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "kernels/backend.h"
+#include "pretrain/params.h"
+
+/* Saved activations of one layer; shapes for N = batch · seq_len tokens. */
+typedef struct {
+    float *h_in;   /* (N, D) residual stream entering the layer */
+    float *x;      /* (N, D) input_layernorm output */
+    float *rstd1;  /* (N) */
+    float *qa;     /* (N, d_q) q_a_proj output (q latent before its norm); NULL without q latent */
+    float *cq;     /* (N, d_q) q_a_layernorm output: the query latent cQ */
+    float *rstd_q; /* (N) */
+    float *q;      /* (N, H, d_n + d_r) queries, rope part rotated */
+    float *ckv;    /* (N, d_c) kv latent before kv_a_layernorm */
+    float *c;      /* (N, d_c) kv latent c after kv_a_layernorm */
+    float *rstd_kv; /* (N) */
+    float *k;      /* (N, H, d_n + d_r) keys [kN ‖ kR] */
+    float *v;      /* (N, H, d_v) */
+    float *o;      /* (N, H·d_v) attention output */
+    float *lse;    /* (B, H, L) attention log-sum-exp */
+    float *h_mid;  /* (N, D) residual after attention */
+    float *x2;     /* (N, D) post_attention_layernorm output */
+    float *rstd2;  /* (N) */
+    float *gate;   /* (N, I) */
+    float *up;     /* (N, I) */
+    float *act;    /* (N, I) silu(gate) ⊙ up */
+} DsaLayerActs;
+
+typedef struct {
+    DsaModelConfig cfg;
+    const DsaBackend *be;
+    DsaParamTable table;
+    float *params;     /* (table.total) */
+    float *grads;      /* (table.total), zero-initialized */
+    bool *requires_grad; /* (table.count) all true by default */
+    /* weights by (layer, slot), resolved from the table; NULL where absent */
+    float **w;         /* (num_layers + 1) × DSA_W_SLOT_COUNT; row num_layers holds globals */
+
+    /* activation workspace for one (batch, seq_len) */
+    int64_t batch, seq_len;
+    float *arena;
+    int64_t arena_floats;
+    DsaLayerActs *acts;  /* (num_layers) */
+    float *h_final;      /* (N, D) residual after the last layer */
+    float *xf, *rstdf;   /* final norm output (N, D) and its rstd (N) */
+    float *logits;       /* (N, V); replaced by dlogits in the backward */
+    float *losses, *ce_lse; /* (N) */
+    float *rope_cos, *rope_sin; /* (L, d_r / 2) */
+    int32_t *inputs, *targets;  /* (N) copies of the last forward's tokens */
+    /* backward scratch */
+    float *dh, *dx, *dtmp, *dq, *dk, *dv, *dkv, *dkva, *dc, *dkr, *dqa, *dcq, *dgate, *dup, *dact, *do_,
+        *attn_scratch, *kv, *kva;
+    int64_t count; /* tokens with a target in the last forward */
+    bool have_forward;
+} DsaModel;
+
+/* Build the parameter table for `cfg` and allocate parameters and gradients (zeros).
+ * Refuses unsupported configs (params.h). */
+DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBackend *be);
+void dsa_model_free(DsaModel *m);
+
+/* Allocate the activation workspace for micro-batches of batch × seq_len tokens (a no-op
+ * when already sized so). Errors name the bytes wanted. */
+DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len);
+/* Bytes the workspace for (batch, seq_len) needs, without allocating. */
+int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len);
+
+/* Forward of batch sequences of seq_len tokens (inputs[b·L + t]); targets < 0 are not
+ * counted. Returns the summed cross-entropy and the number of counted targets; saves
+ * the activations for dsa_model_backward. Reserves the workspace when needed. */
+DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
+                            int64_t seq_len, double *loss_sum, int64_t *count);
+/* Backward of `loss_scale · Σ losses` of the last forward; accumulates into m->grads. */
+void dsa_model_backward(DsaModel *m, float loss_scale);
+void dsa_model_zero_grad(DsaModel *m);
+
+/* Training FLOPs per token for a sequence of seq_len (forward + backward = 3× forward):
+ * 6 · (weights used per token in matmuls) + 6 · causal attention (QK and PV) per token,
+ * averaged over positions. The same formula is used by tools/torch_ref.py bench. */
+double dsa_model_train_flops_per_token(const DsaModelConfig *cfg, int64_t seq_len);
+
+#endif

@@ -1,0 +1,153 @@
+/* params.c: the parameter table (params.h): HF DeepSeek names and shapes (DSA-SPEC §3.1)
+ * laid out in one flat buffer, and the fresh initialization. */
+#include "pretrain/params.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/rng.h"
+
+/* Per-layer tensors in table order; `fmt` takes the layer index. */
+static const struct {
+    DsaWeightSlot slot;
+    const char *fmt;
+} layer_names[] = {
+    {DSA_W_INPUT_NORM, "model.layers.%d.input_layernorm.weight"},
+    {DSA_W_Q_A, "model.layers.%d.self_attn.q_a_proj.weight"},
+    {DSA_W_Q_A_NORM, "model.layers.%d.self_attn.q_a_layernorm.weight"},
+    {DSA_W_Q_B, "model.layers.%d.self_attn.q_b_proj.weight"},
+    {DSA_W_Q, "model.layers.%d.self_attn.q_proj.weight"},
+    {DSA_W_KV_A, "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight"},
+    {DSA_W_KV_A_NORM, "model.layers.%d.self_attn.kv_a_layernorm.weight"},
+    {DSA_W_KV_B, "model.layers.%d.self_attn.kv_b_proj.weight"},
+    {DSA_W_O, "model.layers.%d.self_attn.o_proj.weight"},
+    {DSA_W_POST_NORM, "model.layers.%d.post_attention_layernorm.weight"},
+    {DSA_W_GATE, "model.layers.%d.mlp.gate_proj.weight"},
+    {DSA_W_UP, "model.layers.%d.mlp.up_proj.weight"},
+    {DSA_W_DOWN, "model.layers.%d.mlp.down_proj.weight"},
+};
+
+/* Shape of a slot for model `m`; false when the model has no such tensor. */
+static bool slot_shape(const DsaModelConfig *m, DsaWeightSlot slot, int *ndim, int64_t shape[2]) {
+    const int64_t D = m->hidden_size, H = m->num_attention_heads;
+    const int64_t dqk = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    int64_t r = 0, c = 0;
+    switch (slot) {
+    case DSA_W_EMBED:
+    case DSA_W_LM_HEAD: r = m->vocab_size, c = D; break;
+    case DSA_W_FINAL_NORM:
+    case DSA_W_INPUT_NORM:
+    case DSA_W_POST_NORM: r = D; break;
+    case DSA_W_Q_A:
+        if (!m->has_q_lora) return false;
+        r = m->q_lora_rank, c = D;
+        break;
+    case DSA_W_Q_A_NORM:
+        if (!m->has_q_lora) return false;
+        r = m->q_lora_rank;
+        break;
+    case DSA_W_Q_B:
+        if (!m->has_q_lora) return false;
+        r = H * dqk, c = m->q_lora_rank;
+        break;
+    case DSA_W_Q:
+        if (m->has_q_lora) return false;
+        r = H * dqk, c = D;
+        break;
+    case DSA_W_KV_A: r = m->kv_lora_rank + m->qk_rope_head_dim, c = D; break;
+    case DSA_W_KV_A_NORM: r = m->kv_lora_rank; break;
+    case DSA_W_KV_B: r = H * (m->qk_nope_head_dim + m->v_head_dim), c = m->kv_lora_rank; break;
+    case DSA_W_O: r = D, c = H * m->v_head_dim; break;
+    case DSA_W_GATE:
+    case DSA_W_UP: r = m->intermediate_size, c = D; break;
+    case DSA_W_DOWN: r = D, c = m->intermediate_size; break;
+    default: return false;
+    }
+    *ndim = c ? 2 : 1;
+    shape[0] = r, shape[1] = c ? c : 1;
+    return true;
+}
+
+static bool slot_is_norm(DsaWeightSlot s) {
+    return s == DSA_W_FINAL_NORM || s == DSA_W_INPUT_NORM || s == DSA_W_POST_NORM || s == DSA_W_Q_A_NORM ||
+           s == DSA_W_KV_A_NORM;
+}
+
+static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot slot, int layer, const char *name) {
+    DsaParamInfo *p = &t->info[t->count];
+    if (!slot_shape(m, slot, &p->ndim, p->shape)) return;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->slot = slot;
+    p->layer = layer;
+    p->numel = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
+    p->offset = t->total;
+    p->is_norm = slot_is_norm(slot);
+    p->decay = !p->is_norm; /* DSA-SPEC §1: no decay on norms or biases */
+    p->group = DSA_GROUP_MAIN;
+    /* NOTE: 16-float alignment keeps every tensor 64-byte aligned for vector loads. */
+    t->total += (p->numel + 15) / 16 * 16;
+    t->count++;
+}
+
+DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m) {
+    memset(t, 0, sizeof *t);
+    if (m->has_moe && m->first_k_dense_replace < m->num_hidden_layers)
+        DSA_FAIL(DSA_ERR_CONFIG,
+                 "model.n_routed_experts = %lld with first_k_dense_replace = %lld < num_hidden_layers = %lld: MoE "
+                 "layers are not supported by the trainer yet; set model.n_routed_experts to null for a dense model",
+                 (long long)m->n_routed_experts, (long long)m->first_k_dense_replace,
+                 (long long)m->num_hidden_layers);
+    if (m->has_indexer)
+        DSA_FAIL(DSA_ERR_CONFIG,
+                 "model.index_topk = %lld: the lightning indexer is not supported by the trainer yet; set "
+                 "model.index_topk to null to train the dense model",
+                 (long long)m->index_topk);
+    if (m->tie_word_embeddings)
+        DSA_FAIL(DSA_ERR_CONFIG, "model.tie_word_embeddings = true is not supported (DeepSeek models untie them)");
+    int max = 3 + (int)m->num_hidden_layers * (int)(sizeof layer_names / sizeof layer_names[0]);
+    t->info = dsa_calloc((size_t)max, sizeof *t->info);
+    if (!t->info) DSA_FAIL(DSA_ERR_NOMEM, "parameter table of %d entries", max);
+    t->capacity = max;
+    add_entry(t, m, DSA_W_EMBED, -1, "model.embed_tokens.weight");
+    char name[DSA_PARAM_NAME_CAP];
+    for (int l = 0; l < (int)m->num_hidden_layers; l++) {
+        for (size_t i = 0; i < sizeof layer_names / sizeof layer_names[0]; i++) {
+            snprintf(name, sizeof name, layer_names[i].fmt, l);
+            add_entry(t, m, layer_names[i].slot, l, name);
+        }
+    }
+    add_entry(t, m, DSA_W_FINAL_NORM, -1, "model.norm.weight");
+    add_entry(t, m, DSA_W_LM_HEAD, -1, "lm_head.weight");
+    return DSA_OK;
+}
+
+void dsa_param_table_free(DsaParamTable *t) {
+    dsa_free(t->info, sizeof *t->info * (size_t)t->capacity);
+    memset(t, 0, sizeof *t);
+}
+
+const DsaParamInfo *dsa_param_find(const DsaParamTable *t, const char *name) {
+    for (int i = 0; i < t->count; i++)
+        if (!strcmp(t->info[i].name, name)) return &t->info[i];
+    return NULL;
+}
+
+const DsaParamInfo *dsa_param_slot(const DsaParamTable *t, int layer, DsaWeightSlot slot) {
+    for (int i = 0; i < t->count; i++)
+        if (t->info[i].layer == layer && t->info[i].slot == slot) return &t->info[i];
+    return NULL;
+}
+
+void dsa_param_init(const DsaParamTable *t, float *params, uint64_t seed, double std) {
+    for (int i = 0; i < t->count; i++) {
+        const DsaParamInfo *p = &t->info[i];
+        float *w = params + p->offset;
+        if (p->is_norm) {
+            for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+            continue;
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < p->numel; j++) w[j] = (float)(std * dsa_rng_normal_at(seed, (uint64_t)i, (uint64_t)j));
+    }
+}

@@ -1,0 +1,83 @@
+/* params.h: the model's parameter table: every tensor with its Hugging Face DeepSeek
+ * name, shape, place in one flat fp32 buffer, optimizer group and weight-decay flag.
+ *
+ * This is the one table that maps model tensors to HF names (STYLE.md rule 11): the
+ * checkpoint writer, the loader, the optimizer and the model all walk it. Parameters,
+ * gradients and AdamW moments are each one allocation of `total` floats with the same
+ * layout (llm.c style), so an offset found here addresses all four.
+ *
+ * Supported now: the dense DeepSeek-V3 decoder (DSA-SPEC §3.1 without MoE, without the
+ * indexer and without MTP), with or without the query latent (q_lora_rank null as in
+ * DeepSeek-V2-Lite: `q_proj`). MoE layers and the indexer tensors are refused by name.
+ */
+#ifndef DSA_PRETRAIN_PARAMS_H
+#define DSA_PRETRAIN_PARAMS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/error.h"
+
+/* What a tensor is inside its layer; the model addresses weights by slot. */
+typedef enum {
+    DSA_W_EMBED = 0,     /* model.embed_tokens.weight        [V, D] */
+    DSA_W_FINAL_NORM,    /* model.norm.weight                [D] */
+    DSA_W_LM_HEAD,       /* lm_head.weight                   [V, D] */
+    DSA_W_INPUT_NORM,    /* input_layernorm.weight           [D] */
+    DSA_W_Q_A,           /* self_attn.q_a_proj.weight        [d_q, D] */
+    DSA_W_Q_A_NORM,      /* self_attn.q_a_layernorm.weight   [d_q] */
+    DSA_W_Q_B,           /* self_attn.q_b_proj.weight        [H·(d_n+d_r), d_q] */
+    DSA_W_Q,             /* self_attn.q_proj.weight          [H·(d_n+d_r), D] (no q latent) */
+    DSA_W_KV_A,          /* self_attn.kv_a_proj_with_mqa.weight [d_c+d_r, D] */
+    DSA_W_KV_A_NORM,     /* self_attn.kv_a_layernorm.weight  [d_c] */
+    DSA_W_KV_B,          /* self_attn.kv_b_proj.weight       [H·(d_n+d_v), d_c] */
+    DSA_W_O,             /* self_attn.o_proj.weight          [D, H·d_v] */
+    DSA_W_POST_NORM,     /* post_attention_layernorm.weight  [D] */
+    DSA_W_GATE,          /* mlp.gate_proj.weight             [I, D] */
+    DSA_W_UP,            /* mlp.up_proj.weight               [I, D] */
+    DSA_W_DOWN,          /* mlp.down_proj.weight             [D, I] */
+    DSA_W_SLOT_COUNT,
+} DsaWeightSlot;
+
+/* Optimizer groups (DSA-SPEC §1: the main model and the indexers are clipped and
+ * scheduled separately). */
+typedef enum { DSA_GROUP_MAIN = 0, DSA_GROUP_INDEXER, DSA_GROUP_COUNT } DsaParamGroup;
+
+enum { DSA_PARAM_NAME_CAP = 96 };
+
+typedef struct {
+    char name[DSA_PARAM_NAME_CAP]; /* HF name, e.g. "model.layers.0.self_attn.o_proj.weight" */
+    DsaWeightSlot slot;
+    int layer;                     /* -1 for embeddings, final norm and head */
+    int ndim;                      /* 1 or 2 */
+    int64_t shape[2];
+    int64_t offset;                /* in floats, into the flat buffers */
+    int64_t numel;
+    bool decay;                    /* weight decay applies (not to norms or biases) */
+    bool is_norm;                  /* RMSNorm weight: initialized to 1 */
+    DsaParamGroup group;
+} DsaParamInfo;
+
+typedef struct {
+    DsaParamInfo *info; /* (count) */
+    int count, capacity;
+    int64_t total;      /* floats in one flat buffer */
+} DsaParamTable;
+
+/* Build the table for `m`. Refuses (DSA_ERR_CONFIG, naming the key) what the dense
+ * model does not support yet: MoE layers and the lightning indexer. */
+DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m);
+void dsa_param_table_free(DsaParamTable *t);
+
+/* The entry named `name`, or NULL. */
+const DsaParamInfo *dsa_param_find(const DsaParamTable *t, const char *name);
+/* The entry of (layer, slot), or NULL when the model has no such tensor. */
+const DsaParamInfo *dsa_param_slot(const DsaParamTable *t, int layer, DsaWeightSlot slot);
+
+/* Fresh initialization (the HF DeepSeek-V3 rule): norms 1, every other tensor
+ * N(0, initializer_range²), each tensor from its own Philox stream keyed by its index in
+ * the table, so the values depend only on (seed, config), never on thread count. */
+void dsa_param_init(const DsaParamTable *t, float *params, uint64_t seed, double std);
+
+#endif

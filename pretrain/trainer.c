@@ -1,0 +1,464 @@
+/* trainer.c: the training loop (trainer.h): stages, micro-batches, AdamW, metrics,
+ * checkpoints and exact resume.
+ *
+ * NOTE (data per stage): each stage streams its own shuffled order, seeded with
+ * data.seed + stage index, at the stage's seq_len; the cursor of the current stage's
+ * loader is saved with every checkpoint, so a resumed run sees the same windows.
+ * NOTE (loss scale): LM training counts every target of every window, so each
+ * micro-batch's backward is scaled by 1 / (global_batch · seq_len) and the accumulated
+ * gradient is that of the mean loss over the step, whatever the micro-batch split.
+ */
+#include "pretrain/trainer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cJSON.h>
+
+#include "checkpoints/checkpoint.h"
+#include "core/fileutil.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "data/loader.h"
+#include "kernels/backend.h"
+#include "pretrain/model.h"
+#include "pretrain/model_io.h"
+#include "pretrain/optim.h"
+
+typedef struct {
+    const DsaConfig *cfg;
+    const DsaTrainOptions *opts;
+    DsaModel model;
+    DsaOptimizer optim;
+    bool *trainable; /* (table.count) for the current stage */
+    int64_t step;    /* global optimizer steps done */
+    int64_t total_steps;
+    /* data */
+    char **paths;
+    int num_paths;
+    DsaLoader *loader;
+    int loader_stage; /* stage the loader was opened for, -1 none */
+    bool have_cursor; /* resume: seek the next loader of cursor_stage to cursor */
+    int cursor_stage;
+    DsaLoaderCursor cursor;
+    int32_t *inputs, *targets; /* (micro_batch · seq_len) */
+    int64_t io_tokens;         /* capacity of inputs/targets */
+    FILE *metrics;
+    double last_loss, last_lr;
+    int64_t tokens_seen;
+    char last_checkpoint[1024];
+} Trainer;
+
+/* Stage of global step `step` (the stage the next step belongs to) and its first step. */
+static int stage_of(const DsaConfig *cfg, int64_t step, int64_t *stage_start) {
+    int64_t start = 0;
+    for (int s = 0; s < cfg->num_stages; s++) {
+        if (step < start + cfg->stages[s].steps || s == cfg->num_stages - 1) {
+            *stage_start = start;
+            return s;
+        }
+        start += cfg->stages[s].steps;
+    }
+    *stage_start = 0;
+    return 0;
+}
+
+static DsaStatus check_supported(const DsaConfig *cfg) {
+    for (int s = 0; s < cfg->num_stages; s++) {
+        const DsaStageConfig *st = &cfg->stages[s];
+        if (strcmp(st->attention, "dense") != 0)
+            DSA_FAIL(DSA_ERR_CONFIG,
+                     "%s: stages.%d (\"%s\") has attention \"%s\": sparse attention needs the lightning indexer, "
+                     "which this trainer does not have yet; use \"dense\"",
+                     cfg->source, s, st->name, st->attention);
+        if (strcmp(st->trainable, "all") != 0)
+            DSA_FAIL(DSA_ERR_CONFIG,
+                     "%s: stages.%d (\"%s\") trains \"%s\": only \"all\" (LM training) is supported until the "
+                     "lightning indexer lands",
+                     cfg->source, s, st->name, st->trainable);
+    }
+    if (cfg->data.num_train == 0)
+        DSA_FAIL(DSA_ERR_CONFIG, "%s: data.train is empty: give the token shards to train on (dsa pack makes them)",
+                 cfg->source);
+    return DSA_OK;
+}
+
+/* ---- data ------------------------------------------------------------------------ */
+
+static DsaStatus open_stage_loader(Trainer *t, int stage) {
+    const DsaConfig *cfg = t->cfg;
+    if (t->loader && t->loader_stage == stage) return DSA_OK;
+    if (t->loader) dsa_loader_close(t->loader);
+    t->loader = NULL;
+    DsaLoaderOptions lo = dsa_loader_options_default();
+    lo.paths = (const char *const *)t->paths;
+    lo.num_paths = t->num_paths;
+    lo.seq_len = cfg->stages[stage].seq_len;
+    lo.seed = (uint64_t)cfg->data.seed + (uint64_t)stage;
+    lo.segment_ids = 0;
+    lo.prefetch = (int)cfg->data.prefetch;
+    lo.vocab_size = (uint64_t)cfg->model.vocab_size;
+    DSA_TRY(dsa_loader_open(&t->loader, &lo));
+    t->loader_stage = stage;
+    if (t->have_cursor && t->cursor_stage == stage) {
+        DSA_TRY(dsa_loader_seek(t->loader, &t->cursor));
+        t->have_cursor = false;
+    }
+    return DSA_OK;
+}
+
+/* Fill inputs/targets with the next `mb` windows. */
+static DsaStatus next_micro_batch(Trainer *t, int64_t mb, int64_t L) {
+    for (int64_t b = 0; b < mb; b++) {
+        DsaWindow w;
+        DSA_TRY(dsa_loader_next(t->loader, &w));
+        for (int64_t i = 0; i < L; i++) {
+            t->inputs[b * L + i] = (int32_t)w.tokens[i];
+            t->targets[b * L + i] = (int32_t)w.tokens[i + 1];
+        }
+    }
+    return DSA_OK;
+}
+
+/* ---- metrics ----------------------------------------------------------------------- */
+
+/* Keep the lines of metrics.jsonl with "step" <= keep_step (a resumed run replaces what
+ * the interrupted one logged after its last checkpoint), then open it for appending. */
+static DsaStatus open_metrics(Trainer *t, int64_t keep_step) {
+    char path[DSA_CONFIG_PATH_CAP + 32], tmp[DSA_CONFIG_PATH_CAP + 64];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->cfg->train.out_dir);
+    if (keep_step > 0) {
+        char *text = NULL;
+        size_t len = 0;
+        if (dsa_file_read_all(path, &text, &len) == DSA_OK) {
+            dsa_temp_path(tmp, sizeof tmp, path);
+            FILE *f = fopen(tmp, "w");
+            if (!f) {
+                dsa_free(text, len + 1);
+                DSA_FAIL(DSA_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+            }
+            for (char *line = text, *end; line && *line; line = end ? end + 1 : NULL) {
+                end = strchr(line, '\n');
+                if (end) *end = 0;
+                long long s = -1;
+                const char *p = strstr(line, "\"step\":");
+                if (p) s = strtoll(p + 7, NULL, 10);
+                if (s >= 0 && s <= keep_step) fprintf(f, "%s\n", line);
+            }
+            dsa_free(text, len + 1);
+            if (fclose(f) != 0) DSA_FAIL(DSA_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            DSA_TRY(dsa_rename_durable(tmp, path));
+        } else {
+            dsa_error_clear();
+        }
+    }
+    t->metrics = fopen(path, keep_step > 0 ? "a" : "w");
+    if (!t->metrics) DSA_FAIL(DSA_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    return DSA_OK;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------- */
+
+static DsaStatus write_state_json(Trainer *t, DsaCheckpointWriter *w, int stage) {
+    cJSON *root = cJSON_CreateObject();
+    char hex[32];
+    cJSON_AddNumberToObject(root, "format_version", DSA_TRAIN_STATE_VERSION);
+    cJSON_AddNumberToObject(root, "step", (double)t->step);
+    cJSON_AddStringToObject(root, "stage", t->cfg->stages[stage].name);
+    cJSON_AddNumberToObject(root, "stage_index", stage);
+    cJSON *gs = cJSON_AddArrayToObject(root, "group_steps");
+    for (int g = 0; g < DSA_GROUP_COUNT; g++) cJSON_AddItemToArray(gs, cJSON_CreateNumber((double)t->optim.group_steps[g]));
+    cJSON_AddNumberToObject(root, "lr", t->last_lr);
+    cJSON_AddNumberToObject(root, "loss", t->last_loss);
+    cJSON_AddNumberToObject(root, "tokens_seen", (double)t->tokens_seen);
+    snprintf(hex, sizeof hex, "%016" PRIx64, dsa_config_hash(t->cfg));
+    cJSON_AddStringToObject(root, "model_hash", hex);
+    cJSON_AddNumberToObject(root, "seed", (double)t->cfg->train.seed);
+    cJSON_AddNumberToObject(root, "threads", dsa_backend_cpu_threads());
+    if (t->loader) {
+        DsaLoaderCursor c = dsa_loader_cursor(t->loader);
+        cJSON_AddNumberToObject(root, "data_stage", t->loader_stage);
+        cJSON_AddItemToObject(root, "data_cursor", dsa_loader_cursor_to_json(&c));
+    } else if (t->have_cursor) {
+        cJSON_AddNumberToObject(root, "data_stage", t->cursor_stage);
+        cJSON_AddItemToObject(root, "data_cursor", dsa_loader_cursor_to_json(&t->cursor));
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) DSA_FAIL(DSA_ERR_NOMEM, "trainer_state.json text");
+    DsaStatus st = dsa_checkpoint_write_text(w, "trainer_state.json", text);
+    free(text);
+    return st;
+}
+
+static DsaStatus save_checkpoint(Trainer *t, int stage) {
+    const DsaConfig *cfg = t->cfg;
+    char name[64], path[1400];
+    snprintf(name, sizeof name, "step-%08lld", (long long)t->step);
+    double t0 = dsa_time_now();
+    DsaCheckpointWriter w;
+    DSA_TRY(dsa_checkpoint_begin(&w, cfg->train.out_dir, name));
+    w.pause_before_commit_ms = t->opts->pause_before_commit_ms;
+    DsaStatus st = DSA_OK;
+    char *text = NULL;
+    DSA_TRY_GOTO(st, dsa_model_write_weights(dsa_checkpoint_file(&w, "model.safetensors", path, sizeof path),
+                                             &t->model.table, t->model.params),
+                 fail);
+    DSA_TRY_GOTO(st, dsa_model_write_state(dsa_checkpoint_file(&w, "optimizer.safetensors", path, sizeof path),
+                                           &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v),
+                 fail);
+    DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&cfg->model, &text), fail);
+    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "config.json", text), fail);
+    free(text);
+    text = NULL;
+    DSA_TRY_GOTO(st, dsa_config_to_json(cfg, &text), fail);
+    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "run_config.json", text), fail);
+    free(text);
+    text = NULL;
+    DSA_TRY_GOTO(st, write_state_json(t, &w, stage), fail);
+    DSA_TRY_GOTO(st, dsa_checkpoint_commit(&w), fail);
+    snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s/%s", cfg->train.out_dir, name);
+    dsa_log(DSA_LOG_INFO, "checkpoint %s written in %.2f s", t->last_checkpoint, dsa_time_now() - t0);
+    return DSA_OK;
+fail:
+    free(text);
+    dsa_checkpoint_abort(&w);
+    dsa_error_push(__FILE__, __LINE__, "saving checkpoint %s/%s", cfg->train.out_dir, name);
+    return st;
+}
+
+static DsaStatus json_int(const cJSON *root, const char *key, const char *file, int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: \"%s\" is missing or not a non-negative number", file, key);
+    *out = (int64_t)v->valuedouble;
+    return DSA_OK;
+}
+
+/* Restore weights, moments, step and data cursor from the checkpoint `dir`. */
+static DsaStatus load_checkpoint(Trainer *t, const char *dir) {
+    const DsaConfig *cfg = t->cfg;
+    char path[1100];
+    bool verified = false;
+    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
+    if (!verified) DSA_FAIL(DSA_ERR_FORMAT, "%s: not a training checkpoint (no manifest.json)", dir);
+
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    DsaModelConfig saved;
+    DSA_TRY(dsa_model_config_load(&saved, path));
+    DSA_TRY(dsa_model_config_check_same(&saved, path, &cfg->model, cfg->source));
+
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    DSA_TRY(dsa_file_read_all(path, &text, &len));
+    cJSON *root = cJSON_Parse(text);
+    dsa_free(text, len + 1);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    DsaStatus st = DSA_OK;
+    int64_t version = 0, step = 0, stage = 0;
+    DSA_TRY_GOTO(st, json_int(root, "format_version", path, &version), out);
+    if (version != DSA_TRAIN_STATE_VERSION)
+        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: format_version %lld, this build reads %d", path, (long long)version,
+                      DSA_TRAIN_STATE_VERSION);
+    DSA_TRY_GOTO(st, json_int(root, "step", path, &step), out);
+    const cJSON *gs = cJSON_GetObjectItemCaseSensitive(root, "group_steps");
+    if (!cJSON_IsArray(gs) || cJSON_GetArraySize(gs) != DSA_GROUP_COUNT)
+        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: \"group_steps\" must be an array of %d numbers", path,
+                      DSA_GROUP_COUNT);
+    for (int g = 0; g < DSA_GROUP_COUNT; g++) {
+        const cJSON *e = cJSON_GetArrayItem(gs, g);
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0)
+            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: group_steps[%d] is not a non-negative number", path, g);
+        t->optim.group_steps[g] = (int64_t)e->valuedouble;
+    }
+    if (step > t->total_steps)
+        DSA_FAIL_GOTO(st, out, DSA_ERR_CONFIG, "%s: step %lld is past the %lld steps of the config's stages", path,
+                      (long long)step, (long long)t->total_steps);
+    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(root, "data_cursor");
+    if (cur) {
+        DSA_TRY_GOTO(st, json_int(root, "data_stage", path, &stage), out);
+        if (stage >= cfg->num_stages)
+            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: data_stage %lld, the config has %d stages", path,
+                          (long long)stage, cfg->num_stages);
+        DSA_TRY_GOTO(st, dsa_loader_cursor_from_json(cur, &t->cursor, path), out);
+        t->have_cursor = true;
+        t->cursor_stage = (int)stage;
+    }
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
+    t->tokens_seen = cJSON_IsNumber(tok) ? (int64_t)tok->valuedouble : 0;
+    t->step = step;
+
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg.", t->optim.m, true), out);
+    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", t->optim.v, true), out);
+out:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* Weights only, from a checkpoint or an HF model directory (--init). */
+static DsaStatus load_init_weights(Trainer *t, const char *from) {
+    char dir[1024], path[1100];
+    DSA_TRY(dsa_checkpoint_resolve(from, dir, sizeof dir));
+    bool verified = false;
+    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    DsaModelConfig saved;
+    DSA_TRY(dsa_model_config_load(&saved, path));
+    DSA_TRY(dsa_model_config_check_same(&saved, path, &t->cfg->model, t->cfg->source));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    DSA_TRY(dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false));
+    dsa_log(DSA_LOG_INFO, "initialized from %s%s", dir, verified ? "" : " (no manifest: checksums not verified)");
+    return DSA_OK;
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
+    const DsaConfig *cfg = t->cfg;
+    const DsaStageConfig *s = &cfg->stages[stage];
+    const int64_t mb = cfg->train.micro_batch, L = s->seq_len;
+    const int64_t accum = s->global_batch / mb;
+    double t0 = dsa_time_now();
+    DSA_TRY(open_stage_loader(t, stage));
+    if (t->io_tokens < mb * L) {
+        dsa_free(t->inputs, (size_t)t->io_tokens * sizeof(int32_t));
+        dsa_free(t->targets, (size_t)t->io_tokens * sizeof(int32_t));
+        t->io_tokens = 0;
+        t->inputs = dsa_malloc((size_t)(mb * L) * sizeof(int32_t));
+        t->targets = dsa_malloc((size_t)(mb * L) * sizeof(int32_t));
+        if (!t->inputs || !t->targets) DSA_FAIL(DSA_ERR_NOMEM, "token buffers of %lld tokens", (long long)(mb * L));
+        t->io_tokens = mb * L;
+    }
+    for (int i = 0; i < t->model.table.count; i++) t->trainable[i] = true; /* "all" (check_supported) */
+
+    dsa_model_zero_grad(&t->model);
+    const float scale = (float)(1.0 / ((double)s->global_batch * (double)L));
+    double loss_sum = 0;
+    int64_t count = 0;
+    for (int64_t a = 0; a < accum; a++) {
+        DSA_TRY(next_micro_batch(t, mb, L));
+        double ls = 0;
+        int64_t n = 0;
+        DSA_TRY(dsa_model_forward(&t->model, t->inputs, t->targets, mb, L, &ls, &n));
+        dsa_model_backward(&t->model, scale);
+        loss_sum += ls;
+        count += n;
+    }
+    double lr = dsa_lr_at(s, cfg->optimizer.min_lr, t->step - stage_start);
+    DsaOptimStepInfo info;
+    dsa_optim_step(&t->optim, t->model.params, t->model.grads, t->trainable, &cfg->optimizer, lr, &info);
+    t->step++;
+    t->tokens_seen += s->global_batch * L;
+    t->last_loss = loss_sum / (double)(count ? count : 1);
+    t->last_lr = lr;
+    double dt = dsa_time_now() - t0;
+    double tps = (double)(s->global_batch * L) / dt;
+    fprintf(t->metrics,
+            "{\"step\":%lld,\"stage\":\"%s\",\"lr\":%.9g,\"loss\":%.9g,\"grad_norm\":%.9g,\"clip\":%.6g,"
+            "\"tokens\":%lld,\"tokens_per_s\":%.6g,\"step_time_s\":%.6g,\"peak_mem_bytes\":%zu,\"peak_rss_bytes\":%lld}\n",
+            (long long)t->step, s->name, lr, t->last_loss, info.grad_norm[DSA_GROUP_MAIN], info.clip_coef[DSA_GROUP_MAIN],
+            (long long)t->tokens_seen, tps, dt, dsa_mem_peak(), (long long)dsa_mem_rss_peak());
+    fflush(t->metrics);
+    if (t->opts->progress && (t->step % cfg->train.log_every == 0 || t->step == t->total_steps)) {
+        double eta = dt * (double)(t->total_steps - t->step);
+        dsa_log(DSA_LOG_INFO, "step %lld/%lld  %s  loss %.4f  lr %.3g  grad %.3f  %.0f tok/s  eta %.0f s",
+                (long long)t->step, (long long)t->total_steps, s->name, t->last_loss, lr,
+                info.grad_norm[DSA_GROUP_MAIN], tps, eta);
+    }
+    return DSA_OK;
+}
+
+static bool has_latest(const char *out_dir) {
+    char path[DSA_CONFIG_PATH_CAP + 16];
+    snprintf(path, sizeof path, "%s/latest", out_dir);
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static void trainer_free(Trainer *t) {
+    if (t->loader) dsa_loader_close(t->loader);
+    if (t->metrics) fclose(t->metrics);
+    dsa_free(t->inputs, (size_t)t->io_tokens * sizeof(int32_t));
+    dsa_free(t->targets, (size_t)t->io_tokens * sizeof(int32_t));
+    dsa_free(t->trainable, (size_t)t->model.table.count * sizeof(bool));
+    dsa_optim_free(&t->optim);
+    dsa_model_free(&t->model);
+    if (t->paths) dsa_data_paths_free(t->paths, t->num_paths);
+}
+
+DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainResult *result) {
+    memset(result, 0, sizeof *result);
+    DSA_TRY(dsa_config_validate(cfg));
+    DSA_TRY(check_supported(cfg));
+    const DsaBackend *be = NULL;
+    DSA_TRY(dsa_backend_get(cfg->train.device, &be));
+    dsa_backend_cpu_set_threads((int)cfg->train.threads);
+
+    Trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.opts = opts;
+    t.loader_stage = -1;
+    for (int s = 0; s < cfg->num_stages; s++) t.total_steps += cfg->stages[s].steps;
+    DsaStatus st = DSA_OK;
+    DSA_TRY_GOTO(st, dsa_model_init(&t.model, &cfg->model, be), out);
+    DSA_TRY_GOTO(st, dsa_optim_init(&t.optim, &t.model.table, be), out);
+    t.trainable = dsa_calloc((size_t)t.model.table.count, sizeof(bool));
+    if (!t.trainable) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "trainable mask");
+    const char *args[DSA_CONFIG_MAX_FILES];
+    for (int i = 0; i < cfg->data.num_train; i++) args[i] = cfg->data.train[i];
+    DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
+
+    const char *out_dir = cfg->train.out_dir;
+    if (opts->resume) {
+        char dir[1024];
+        DSA_TRY_GOTO(st, dsa_checkpoint_resolve(out_dir, dir, sizeof dir), out);
+        DSA_TRY_GOTO(st, load_checkpoint(&t, dir), out);
+        dsa_log(DSA_LOG_INFO, "resumed from %s at step %lld", dir, (long long)t.step);
+    } else {
+        if (has_latest(out_dir))
+            DSA_FAIL_GOTO(st, out, DSA_ERR_CONFIG,
+                          "%s already holds checkpoints (%s/latest): pass --resume to continue that run, or choose "
+                          "another train.out_dir",
+                          out_dir, out_dir);
+        DSA_TRY_GOTO(st, dsa_mkdir_p(out_dir), out);
+        if (opts->init_from) {
+            DSA_TRY_GOTO(st, load_init_weights(&t, opts->init_from), out);
+        } else {
+            dsa_param_init(&t.model.table, t.model.params, (uint64_t)cfg->train.seed, cfg->model.initializer_range);
+        }
+    }
+    DSA_TRY_GOTO(st, open_metrics(&t, opts->resume ? t.step : 0), out);
+
+    int64_t end = opts->stop_at > 0 && opts->stop_at < t.total_steps ? opts->stop_at : t.total_steps;
+    dsa_log(DSA_LOG_INFO, "training %lld parameters on %s (%d threads), steps %lld..%lld of %lld, out_dir %s",
+            (long long)dsa_model_param_count(&cfg->model), be->name, dsa_backend_cpu_threads(), (long long)t.step + 1,
+            (long long)end, (long long)t.total_steps, out_dir);
+    while (t.step < end) {
+        int64_t stage_start = 0;
+        int stage = stage_of(cfg, t.step, &stage_start);
+        if (t.step == stage_start && t.step > 0)
+            dsa_log(DSA_LOG_INFO, "stage %d \"%s\" starts at step %lld", stage, cfg->stages[stage].name,
+                    (long long)t.step + 1);
+        DSA_TRY_GOTO(st, train_step(&t, stage, stage_start), out);
+        bool periodic = cfg->train.checkpoint_every > 0 && t.step % cfg->train.checkpoint_every == 0;
+        if (periodic || t.step == end) DSA_TRY_GOTO(st, save_checkpoint(&t, stage), out);
+    }
+    result->steps_done = t.step;
+    result->last_loss = t.last_loss;
+    snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", t.last_checkpoint);
+out:
+    trainer_free(&t);
+    return st;
+}
