@@ -26,7 +26,10 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/x86_64-linux-gnu/openblas-openmp
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(OPENBLAS_DIR) -lopenblas -Wl,-rpath,$(OPENBLAS_DIR)
 
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS)
+# Vector ISA for our own loops (OpenBLAS picks its kernels at run time): AVX2 + FMA
+# where the build machine has them, else the compiler's default. ARCH= to override.
+ARCH    ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -march=x86-64-v3)
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(ARCH) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm -fopenmp
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
@@ -77,6 +80,10 @@ check-tools:
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The CPU kernels' tile loops need -O3 (full unrolling of the 4x16 register blocks):
+# measured 2x on attention's backward over -O2.
+$(BUILD)/obj/kernels/cpu/%.o: CFLAGS += -O3 -funroll-loops
 
 $(BUILD)/obj/%.cu.o: %.cu $(HEADERS)
 	@mkdir -p $(dir $@)
