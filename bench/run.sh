@@ -2,9 +2,15 @@
 # bench/run.sh BUILD_DIR: run the benchmarks with the binaries already built in BUILD_DIR
 # (`make bench` builds them first) and append the results to bench/RESULTS.md.
 #
-# Builds nothing. The loader benchmark with its defaults generates 3 data sets of 128Mi
-# tokens (text-like, synthetic, uniform; about 1.3 GB of temporary files at a time under
-# $TMPDIR or /tmp, removed afterwards) and takes about 45 s on 2 cores (5 timed runs of each measurement, median reported).
+# Builds nothing. Takes about 15 minutes on 2 cores:
+#  - loader: 3 data sets of 128Mi tokens (about 1.3 GB of temporary files under $TMPDIR
+#    or /tmp, removed afterwards), 5 timed runs of each measurement, median reported;
+#  - training steps (forward, backward, AdamW) of configs/tiny-dense.json at 4K and 32K
+#    tokens and of configs/small-dense.json (150M parameters) at 4K and 8K, with the
+#    machine's SGEMM rate measured by the same binary beside them;
+#  - the same steps in PyTorch (tools/torch_ref.py bench, same config and threads) when
+#    a torch environment exists (TORCH_PY, default .venv-torch/bin/python; make one with
+#    tools/torch_env.sh), so the ratio comes from one run.
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -18,6 +24,26 @@ if [ ! -x "$dsa" ]; then
     echo "bench/run.sh: $dsa not found; build it first (make bench)" >&2
     exit 1
 fi
-
 cd "$root"
+threads=${THREADS:-$(nproc)}
 "$dsa" bench loader --repeat 5 --record bench/RESULTS.md
+"$dsa" bench gemm --threads "$threads" | tee /tmp/dsa-bench-gemm.txt
+gemm=$("$dsa" bench gemm --threads "$threads" --json)
+"$dsa" bench train --config configs/tiny-dense.json --seq-len 4096,32768 --steps 1 --threads "$threads" \
+    --record bench/RESULTS.md
+"$dsa" bench train --config configs/small-dense.json --seq-len 4096,8192 --steps 1 --threads "$threads" \
+    --record bench/RESULTS.md
+printf '\nSGEMM through OpenBLAS in the same run: `%s`\n' "$gemm" >> bench/RESULTS.md
+torch_py=${TORCH_PY:-.venv-torch/bin/python}
+if [ -x "$torch_py" ] && "$torch_py" -c 'import torch' 2> /dev/null; then
+    {
+        printf '\nPyTorch CPU eager, same configs, %s threads (`tools/torch_ref.py bench`):\n\n' "$threads"
+        for spec in "configs/tiny-dense.json 4096" "configs/tiny-dense.json 32768" "configs/small-dense.json 4096"; do
+            set -- $spec
+            "$torch_py" tools/torch_ref.py bench --config "$1" --seq-len "$2" --steps 1 --warmup 1 \
+                --threads "$threads" --json | sed 's/^/    /'
+        done
+    } >> bench/RESULTS.md
+else
+    printf '\nPyTorch comparison not run: no torch environment at %s.\n' "$torch_py" >> bench/RESULTS.md
+fi
