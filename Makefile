@@ -69,7 +69,7 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 HEADERS  := $(foreach d,$(LIB_DIRS) tests,$(wildcard $(d)/*.h))
 
-.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build
+.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
 check-tools:
@@ -137,7 +137,13 @@ demo: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCHES)
-	@bench/run.sh $(BUILD)
+	@tools/torch_env.sh $(TORCH_ENV) > /dev/null || echo "bench: no PyTorch environment; the comparison is skipped"
+	@TORCH_PY=$(TORCH_ENV)/bin/python bench/run.sh $(BUILD)
+
+# PyTorch (CPU use only) for tools/torch_ref.py: the parity test and the bench baseline.
+TORCH_ENV ?= .venv-torch
+torch-env:
+	@tools/torch_env.sh $(TORCH_ENV)
 
 clean:
 	rm -rf build build-asan build.config.txt build-asan.config.txt

@@ -165,7 +165,7 @@ def forward(m, params, tokens, explicit=False):
         h = h + act @ p("mlp.down_proj.weight").T
     h = rms_norm(h, params["model.norm.weight"], eps)
     logits = h @ params["lm_head.weight"].T
-    return F.cross_entropy(logits.reshape(B * L, -1).float(), tgt.reshape(-1))
+    return F.cross_entropy(logits.reshape(B * L, -1), tgt.reshape(-1))
 
 
 def init_params(m, seed, dtype=torch.float32):
