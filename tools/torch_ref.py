@@ -223,7 +223,7 @@ def cmd_grads(a):
     grads = {k: v.grad.contiguous() for k, v in params.items()}
     save_file(grads, a.out)
     norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads.values()))
-    print(json.dumps({"loss": float(loss), "grad_norm": norm, "tokens": B * L}))
+    print(json.dumps({"loss": float(loss.detach()), "grad_norm": norm, "tokens": B * L}))
 
 
 def cmd_bench(a):
