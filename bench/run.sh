@@ -40,8 +40,12 @@ if [ -x "$torch_py" ] && "$torch_py" -c 'import torch' 2> /dev/null; then
         printf '\nPyTorch CPU eager, same configs, %s threads (`tools/torch_ref.py bench`):\n\n' "$threads"
         for spec in "configs/tiny-dense.json 4096" "configs/tiny-dense.json 32768" "configs/small-dense.json 4096"; do
             set -- $spec
-            "$torch_py" tools/torch_ref.py bench --config "$1" --seq-len "$2" --steps 1 --warmup 1 \
-                --threads "$threads" --json | sed 's/^/    /'
+            if out=$("$torch_py" tools/torch_ref.py bench --config "$1" --seq-len "$2" --steps 1 --warmup 1 \
+                --threads "$threads" --json 2>&1); then
+                echo "$out" | tail -n 1 | sed 's/^/    /'
+            else
+                echo "    $1 at $2 tokens: PyTorch failed (exit $?; 137 = killed, e.g. by the OOM killer)"
+            fi
         done
     } >> bench/RESULTS.md
 else

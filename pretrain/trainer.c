@@ -292,6 +292,12 @@ static DsaStatus load_checkpoint(Trainer *t, const char *dir) {
         t->have_cursor = true;
         t->cursor_stage = (int)stage;
     }
+    const cJSON *thr = cJSON_GetObjectItemCaseSensitive(root, "threads");
+    if (cJSON_IsNumber(thr) && (int)thr->valuedouble != dsa_backend_cpu_threads())
+        dsa_log(DSA_LOG_WARN,
+                "%s was written with %d threads, this run has %d: it continues correctly, but not bit for bit "
+                "like the uninterrupted run (reductions are ordered per thread count)",
+                path, (int)thr->valuedouble, dsa_backend_cpu_threads());
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
     t->tokens_seen = cJSON_IsNumber(tok) ? (int64_t)tok->valuedouble : 0;
     t->step = step;

@@ -18,7 +18,11 @@
  *   latest                 name of the newest complete checkpoint, switched last
  *
  * Exactness: with the same config, data and thread count, a run resumed from a
- * checkpoint produces the same bits as the uninterrupted run (tested).
+ * checkpoint produces the same bits as the uninterrupted run (tested). The state that
+ * makes this so: weights and AdamW moments (F32, exact), the per-group AdamW step counts,
+ * the global step (the LR schedule is a pure function of it) and the loader cursor of
+ * the current stage. No random numbers are drawn after initialization (no dropout), so
+ * the only RNG state is the seed, recorded for reference.
  */
 #ifndef DSA_PRETRAIN_TRAINER_H
 #define DSA_PRETRAIN_TRAINER_H

@@ -58,6 +58,12 @@ if [ "$leftover" -eq 0 ]; then ok "the resumed run removed the torn temporary di
 expect_output "fresh start over a used run directory is refused" "--resume" \
   "$DSA" train "${common[@]}" --set "train.out_dir=$run"
 
+# ---- --init: weights from a checkpoint, fresh optimizer ------------------------------
+expect_rc 0 "train --init starts from a checkpoint's weights" \
+  "$DSA" train "${common[@]}" --set "train.out_dir=$work/init" --set train.steps=1 --init "$work/straight"
+expect_output "train --init refuses a different model, naming the key" "model.hidden_size differs" \
+  "$DSA" train "${common[@]}" --set "train.out_dir=$work/init2" --set model.hidden_size=128 --init "$work/straight"
+
 # ---- eval and damaged files ------------------------------------------------------------
 expect_output "eval --json reports the loss" '"loss":[0-9.]+' \
   "$DSA" eval "$work/straight" --data "$work/data" --seq-len 64 --windows 4 --batch 2 --json
