@@ -16,20 +16,6 @@ static void fill(float *x, int64_t n, uint64_t seed, double scale) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)(scale * dsa_rng_normal_at(seed, 1, (uint64_t)i));
 }
 
-/* Worst error of got vs want relative to max|want|; fails with the worst index. */
-static void expect_close(const char *what, const float *got, const double *want, int64_t n, double tol) {
-    double amax = 0, worst = 0;
-    int64_t at = 0;
-    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(want[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs(got[i] - want[i]);
-        if (!(e <= worst)) worst = e, at = i;
-    }
-    if (!(worst <= tol * (amax > 0 ? amax : 1)))
-        fail_msg("%s: worst index %lld: got %.9g, want %.9g; max abs error %.3g (tolerance %.1g of %.3g)", what,
-                 (long long)at, got[at], want[at], worst, tol, amax);
-}
-
 /* A fp64 forward: y = f(x) for one input vector under a fixed context. */
 typedef void (*Fwd64)(double *y, const double *x, const void *ctx);
 
@@ -91,15 +77,15 @@ static void test_rmsnorm(void **state) {
     dsa_cpu_rmsnorm_forward(y, rstd, x, w, N, DIM, 1e-6f);
     double *xd = widen(x, N * DIM), *wd = widen(w, DIM), *rd = widen(dy, N * DIM), yd[N * DIM], gx[N * DIM], gw[DIM];
     rms64(yd, xd, wd, N, DIM);
-    expect_close("rmsnorm forward", y, yd, N * DIM, 1e-6);
+    test_expect_close("rmsnorm forward", y, yd, N * DIM, 1e-6);
     for (int i = 0; i < DIM; i++) dw[i] = 0.5f; /* accumulates */
     dsa_cpu_rmsnorm_backward(dx, dw, dy, x, w, rstd, N, DIM);
     NormCtx c = {N, DIM, wd, xd};
     finite_diff(gx, rms_wrt_x, &c, xd, N * DIM, rd, N * DIM);
     finite_diff(gw, rms_wrt_w, &c, wd, DIM, rd, N * DIM);
     for (int i = 0; i < DIM; i++) gw[i] += 0.5;
-    expect_close("rmsnorm dx", dx, gx, N * DIM, 1e-5);
-    expect_close("rmsnorm dweight", dw, gw, DIM, 1e-5);
+    test_expect_close("rmsnorm dx", dx, gx, N * DIM, 1e-5);
+    test_expect_close("rmsnorm dweight", dw, gw, DIM, 1e-5);
     free(xd), free(wd), free(rd);
 }
 
@@ -156,7 +142,7 @@ static void test_rope_interleaved_and_transpose(void **state) {
                 half[o + i] = ha * cos(phi) - hb * sin(phi);
                 half[o + i + DR / 2] = ha * sin(phi) + hb * cos(phi);
             }
-    expect_close("rope interleaved (gaps untouched)", y, want, n * STRIDE, 1e-6);
+    test_expect_close("rope interleaved (gaps untouched)", y, want, n * STRIDE, 1e-6);
     double worst = 0;
     for (int64_t i = 0; i < n * STRIDE; i++) worst = fmax(worst, fabs(y[i] - half[i]));
     assert_true(worst > 1e-2); /* swapping the layout must fail the check above */
@@ -197,11 +183,11 @@ static void test_swiglu(void **state) {
     double *gd = widen(g, N), *ud = widen(u, N), *rd = widen(d, N), y[N], wg[N], wu[N];
     SwiCtx c0 = {ud, N, 0}, c1 = {gd, N, 1};
     swi64(y, gd, &c0);
-    expect_close("swiglu forward", out, y, N, 1e-6);
+    test_expect_close("swiglu forward", out, y, N, 1e-6);
     finite_diff(wg, swi64, &c0, gd, N, rd, N);
     finite_diff(wu, swi64, &c1, ud, N, rd, N);
-    expect_close("swiglu dgate", dg, wg, N, 1e-5);
-    expect_close("swiglu dup", du, wu, N, 1e-5);
+    test_expect_close("swiglu dgate", dg, wg, N, 1e-5);
+    test_expect_close("swiglu dup", du, wu, N, 1e-5);
     free(gd), free(ud), free(rd);
 }
 
@@ -230,7 +216,7 @@ static void test_cross_entropy(void **state) {
     double *ld = widen(logits, N * V), want[N], r[N], g[N * V];
     CeCtx c = {t, N, V};
     ce64(want, ld, &c);
-    expect_close("cross-entropy losses", losses, want, N, 1e-6);
+    test_expect_close("cross-entropy losses", losses, want, N, 1e-6);
     double sum = 0;
     for (int i = 0; i < N; i++) sum += want[i], r[i] = 0.25;
     assert_true(fabs(total - sum) < 1e-5 * sum);
@@ -238,7 +224,7 @@ static void test_cross_entropy(void **state) {
     memcpy(dl, logits, sizeof dl);
     dsa_cpu_cross_entropy_backward(dl, dl, lse, t, 0.25f, N, V); /* in place */
     finite_diff(g, ce64, &c, ld, N * V, r, N);
-    expect_close("cross-entropy dlogits (in place)", dl, g, N * V, 1e-5);
+    test_expect_close("cross-entropy dlogits (in place)", dl, g, N * V, 1e-5);
     for (int j = 0; j < V; j++) assert_true(dl[2 * V + j] == 0.0f);
     free(ld);
 }
@@ -255,7 +241,7 @@ static void test_embedding_and_linear(void **state) {
     double want[V * D] = {0};
     for (int i = 0; i < N; i++)
         for (int j = 0; j < D; j++) want[ids[i] * D + j] += dout[i * D + j];
-    expect_close("embedding backward (repeated ids)", dtable, want, V * D, 1e-6);
+    test_expect_close("embedding backward (repeated ids)", dtable, want, V * D, 1e-6);
 
     float x[N * D], w[O * D], y[N * O], dy[N * O], dx[N * D], dw[O * D];
     fill(x, N * D, 12, 1), fill(w, O * D, 13, 1), fill(dy, N * O, 14, 1);
@@ -271,9 +257,9 @@ static void test_embedding_and_linear(void **state) {
                 wdx[n * D + i] += (double)dy[n * O + o] * w[o * D + i];
                 wdw[o * D + i] += (double)dy[n * O + o] * x[n * D + i];
             }
-    expect_close("linear forward", y, wy, N * O, 1e-6);
-    expect_close("linear dx", dx, wdx, N * D, 1e-6);
-    expect_close("linear dw (accumulated)", dw, wdw, O * D, 1e-6);
+    test_expect_close("linear forward", y, wy, N * O, 1e-6);
+    test_expect_close("linear dx", dx, wdx, N * D, 1e-6);
+    test_expect_close("linear dw (accumulated)", dw, wdw, O * D, 1e-6);
     float dw2[O * D] = {0};
     dsa_cpu_linear_backward(NULL, dw2, dy, x, w, N, D, O); /* dx not needed */
     dsa_cpu_linear_backward(dx, NULL, dy, x, w, N, D, O);  /* dw not needed */

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,23 @@ static inline const char *test_write_file(const char *name, const void *data, si
     }
     fclose(f);
     return path;
+}
+
+/* Numeric check of an fp32 result against an fp64 reference (STYLE.md rule 4): fails
+ * when the worst |got - want| exceeds tol times max|want|, printing the worst index, both
+ * values, the max abs and relative error; a NaN in `got` always fails. */
+static inline void test_expect_close(const char *what, const float *got, const double *want, int64_t n, double tol) {
+    double amax = 0, worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) amax = fabs(want[i]) > amax ? fabs(want[i]) : amax;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= worst)) worst = e, at = i; /* NaN compares false: taken as the worst */
+    }
+    double rel = worst / (amax > 0 ? amax : 1);
+    if (!(rel <= tol))
+        fail_msg("%s: worst index %lld: got %.9g, want %.9g; max abs error %.3g, rel %.3g > %.1g", what, (long long)at,
+                 got[at], want[at], worst, rel, tol);
 }
 
 #endif
