@@ -26,9 +26,12 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/x86_64-linux-gnu/openblas-openmp
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(OPENBLAS_DIR) -lopenblas -Wl,-rpath,$(OPENBLAS_DIR)
 
-# Vector ISA for our own loops (OpenBLAS picks its kernels at run time): AVX2 + FMA
-# where the build machine has them, else the compiler's default. ARCH= to override.
-ARCH    ?= $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -march=x86-64-v3)
+# Vector ISA for our own loops (OpenBLAS picks its kernels at run time): AVX-512
+# (x86-64-v4) or AVX2 + FMA (x86-64-v3) where the build machine has them, else the
+# compiler's default; v4 measured 18% faster than v3 on a tiny-model 4K step. ARCH= to
+# override (e.g. ARCH= for a portable binary).
+CPUFLAGS := $(shell cat /proc/cpuinfo 2>/dev/null | grep -m1 '^flags')
+ARCH    ?= $(if $(and $(findstring avx512bw,$(CPUFLAGS)),$(findstring avx512vl,$(CPUFLAGS)),$(findstring avx512dq,$(CPUFLAGS))),-march=x86-64-v4,$(if $(and $(findstring avx2,$(CPUFLAGS)),$(findstring fma,$(CPUFLAGS))),-march=x86-64-v3))
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(ARCH) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread -lm -fopenmp
 ifeq ($(WERROR),1)

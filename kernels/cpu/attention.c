@@ -138,7 +138,7 @@ static void forward_block(float *out, float *lse, const float *q, const float *k
             float *restrict row = S + i * TILE;
             const int64_t valid = kb == qb ? i + 1 : nk; /* causal mask on the diagonal tile */
             float mx = m[i];
-            for (int64_t j = 0; j < valid; j++) mx = fmaxf(mx, row[j] * D->scale);
+            for (int64_t j = 0; j < valid; j++) mx = row[j] * D->scale > mx ? row[j] * D->scale : mx;
             const float corr = softmax_exp(m[i] - mx);
             float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
