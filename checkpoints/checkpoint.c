@@ -1,5 +1,12 @@
 /* checkpoint.c: atomic checkpoint directories with checksummed manifests
- * (checkpoint.h). */
+ * (checkpoint.h; DESIGN.md, "Checkpoints").
+ *
+ * Durability follows the usual POSIX recipe: a file's data are durable after fsync on
+ * it, a new name after fsync on its directory. commit therefore fsyncs every file (also
+ * those the caller wrote itself), the temporary directory, then renames it and fsyncs
+ * OUT; `latest` is replaced by write-fsync-rename-fsync. The manifest's sizes and CRC32s
+ * are computed by reading the files back, so they describe what is on disk.
+ */
 #include "checkpoints/checkpoint.h"
 
 #include <dirent.h>
@@ -19,156 +26,292 @@
 #include "core/log.h"
 #include "core/mem.h"
 
-static bool exists(const char *path) {
+enum { JOIN_CAP = DSA_CHECKPOINT_PATH_CAP + DSA_CHECKPOINT_NAME_CAP + 16, CRC_CHUNK = 1 << 20 };
+
+static const char MANIFEST[] = "manifest.json";
+static const char LATEST[] = "latest";
+
+/* "a/b" into buf; false when it does not fit. */
+static bool join(char *buf, size_t cap, const char *a, const char *b) {
+    int n = snprintf(buf, cap, "%s/%s", a, b);
+    return n >= 0 && (size_t)n < cap;
+}
+
+/* A plain file name: non-empty, no '/', not "." or "..". */
+static bool plain_name(const char *s) { return s[0] && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0; }
+
+static bool path_exists(const char *path) {
     struct stat sb;
-    return stat(path, &sb) == 0;
+    return lstat(path, &sb) == 0;
 }
 
-/* Remove a directory holding only plain files. */
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[DSA_CHECKPOINT_PATH_CAP + 256];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
+static int open_retry(const char *path, int flags, mode_t mode) {
+    int fd;
+    do fd = open(path, flags, mode);
+    while (fd < 0 && errno == EINTR);
+    return fd;
 }
 
-DsaStatus dsa_checkpoint_begin(DsaCheckpointWriter *w, const char *out_dir, const char *name) {
-    memset(w, 0, sizeof *w);
-    snprintf(w->out_dir, sizeof w->out_dir, "%s", out_dir);
-    snprintf(w->name, sizeof w->name, "%s", name);
-    DSA_TRY(dsa_mkdir_p(out_dir));
-    DIR *d = opendir(out_dir);
-    if (!d) DSA_FAIL(DSA_ERR_IO, "%s: cannot list: %s", out_dir, strerror(errno));
-    struct dirent *e;
-    char path[DSA_CHECKPOINT_PATH_CAP + 256];
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, ".tmp-", 5) != 0) continue;
-        snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
-        dsa_log(DSA_LOG_WARN, "removing %s, left by a save that did not finish", path);
-        remove_flat_dir(path);
-    }
-    closedir(d);
-    snprintf(path, sizeof path, "%s/%s", out_dir, name);
-    if (exists(path)) DSA_FAIL(DSA_ERR_IO, "%s already exists; a checkpoint is never overwritten", path);
-    snprintf(w->tmp_dir, sizeof w->tmp_dir, "%s/.tmp-%s-%ld", out_dir, name, (long)getpid());
-    if (mkdir(w->tmp_dir, 0755) != 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot create: %s", w->tmp_dir, strerror(errno));
-    return DSA_OK;
+static int fsync_retry(int fd) {
+    int rc;
+    do rc = fsync(fd);
+    while (rc != 0 && errno == EINTR);
+    return rc;
 }
 
-const char *dsa_checkpoint_file(DsaCheckpointWriter *w, const char *file_name, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s/%s", w->tmp_dir, file_name);
-    return buf;
-}
-
-static DsaStatus write_file_synced(const char *path, const char *text) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+/* Create/replace `path` with `n` bytes of `data`, fsynced. */
+static DsaStatus write_file_synced(const char *path, const char *data, size_t n) {
+    int fd = open_retry(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    size_t n = strlen(text), off = 0;
+    size_t off = 0;
     while (off < n) {
-        ssize_t r = write(fd, text + off, n - off);
+        ssize_t r = write(fd, data + off, n - off);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
+            int err = r < 0 ? errno : ENOSPC;
             close(fd);
-            DSA_FAIL(DSA_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+            DSA_FAIL(DSA_ERR_IO, "%s: write failed: %s", path, strerror(err));
         }
         off += (size_t)r;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) DSA_FAIL(DSA_ERR_IO, "%s: fsync/close failed: %s", path, strerror(errno));
+    if (fsync_retry(fd) != 0) {
+        int err = errno;
+        close(fd);
+        DSA_FAIL(DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(err));
+    }
+    if (close(fd) != 0) DSA_FAIL(DSA_ERR_IO, "%s: close failed: %s", path, strerror(errno));
     return DSA_OK;
 }
 
-DsaStatus dsa_checkpoint_write_text(DsaCheckpointWriter *w, const char *file_name, const char *text) {
-    char path[DSA_CHECKPOINT_PATH_CAP + 256];
-    return write_file_synced(dsa_checkpoint_file(w, file_name, path, sizeof path), text);
-}
-
-/* Size and CRC32 of a file, streamed. */
-static DsaStatus file_crc(const char *path, uint64_t *bytes, uint32_t *crc) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+/* Size and CRC32 (zlib) of a file, streamed; fsyncs it first when `sync`. */
+static DsaStatus file_crc(const char *path, bool sync, uint64_t *bytes, uint32_t *crc) {
+    int fd = open_retry(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    static __thread unsigned char buf[1 << 20];
+    DsaStatus st = DSA_OK;
+    unsigned char *buf = NULL;
+    if (sync && fsync_retry(fd) != 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    DSA_TRY_GOTO(st, dsa_alloc((void **)&buf, CRC_CHUNK, "checksum buffer"), out);
     uLong c = crc32(0L, Z_NULL, 0);
     uint64_t total = 0;
     for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
+        ssize_t r = read(fd, buf, CRC_CHUNK);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            close(fd);
-            DSA_FAIL(DSA_ERR_IO, "%s: read failed: %s", path, strerror(errno));
-        }
+        if (r < 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: read failed: %s", path, strerror(errno));
         if (r == 0) break;
         c = crc32(c, buf, (uInt)r);
         total += (uint64_t)r;
     }
-    close(fd);
     *bytes = total;
     *crc = (uint32_t)c;
-    return DSA_OK;
-}
-
-static DsaStatus write_manifest(DsaCheckpointWriter *w) {
-    DIR *d = opendir(w->tmp_dir);
-    if (!d) DSA_FAIL(DSA_ERR_IO, "%s: cannot list: %s", w->tmp_dir, strerror(errno));
-    cJSON *root = cJSON_CreateObject(), *files = NULL;
-    cJSON_AddNumberToObject(root, "format_version", DSA_CHECKPOINT_MANIFEST_VERSION);
-    files = cJSON_AddObjectToObject(root, "files");
-    struct dirent *e;
-    char path[DSA_CHECKPOINT_PATH_CAP + 256];
-    DsaStatus st = DSA_OK;
-    while (st == DSA_OK && (e = readdir(d))) {
-        if (e->d_name[0] == '.' || !strcmp(e->d_name, "manifest.json")) continue;
-        snprintf(path, sizeof path, "%s/%s", w->tmp_dir, e->d_name);
-        uint64_t bytes = 0;
-        uint32_t crc = 0;
-        st = file_crc(path, &bytes, &crc);
-        if (st != DSA_OK) break;
-        char hex[16];
-        snprintf(hex, sizeof hex, "%08x", crc);
-        cJSON *f = cJSON_AddObjectToObject(files, e->d_name);
-        cJSON_AddNumberToObject(f, "bytes", (double)bytes);
-        cJSON_AddStringToObject(f, "crc32", hex);
-    }
-    closedir(d);
-    char *text = st == DSA_OK ? cJSON_Print(root) : NULL;
-    cJSON_Delete(root);
-    DSA_TRY(st);
-    if (!text) DSA_FAIL(DSA_ERR_NOMEM, "manifest text");
-    st = dsa_checkpoint_write_text(w, "manifest.json", text);
-    free(text);
+out:
+    dsa_free(buf, CRC_CHUNK);
+    close(fd);
     return st;
 }
 
+/* Remove a directory holding plain files (nested directories are not expected: they
+ * are left, and the directory with them, with a warning). */
+static void remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno != ENOENT) dsa_log(DSA_LOG_WARN, "cannot list %s to remove it: %s", dir, strerror(errno));
+        return;
+    }
+    struct dirent *e;
+    char path[JOIN_CAP + 256];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        struct stat sb;
+        if (!join(path, sizeof path, dir, e->d_name) || lstat(path, &sb) != 0) continue;
+        if (S_ISDIR(sb.st_mode)) {
+            dsa_log(DSA_LOG_WARN, "not removing %s: a directory inside a checkpoint's temporary directory", path);
+            continue;
+        }
+        if (unlink(path) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+    }
+    closedir(d);
+    if (rmdir(dir) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", dir, strerror(errno));
+}
+
+/* Remove OUT/.tmp-* left by saves that were killed or failed without abort. */
+static DsaStatus remove_stale_tmp_dirs(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) DSA_FAIL(DSA_ERR_IO, "%s: cannot list: %s", out_dir, strerror(errno));
+    struct dirent *e;
+    char path[JOIN_CAP + 256];
+    while ((e = readdir(d))) {
+        struct stat sb;
+        if (strncmp(e->d_name, ".tmp-", 5) != 0 || !join(path, sizeof path, out_dir, e->d_name)) continue;
+        if (lstat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
+        dsa_log(DSA_LOG_WARN, "removing %s, left by a checkpoint save that did not finish", path);
+        remove_flat_dir(path);
+    }
+    closedir(d);
+    return DSA_OK;
+}
+
+DsaStatus dsa_checkpoint_begin(DsaCheckpointWriter *w, const char *out_dir, const char *name) {
+    memset(w, 0, sizeof *w);
+    char final_dir[JOIN_CAP];
+    if (!out_dir || !out_dir[0]) DSA_FAIL(DSA_ERR_ARG, "checkpoint: empty output directory");
+    if (!name || !plain_name(name) || name[0] == '.' || !strcmp(name, LATEST))
+        DSA_FAIL(DSA_ERR_ARG, "%s: invalid checkpoint name \"%s\" (a plain name, not starting with '.', not \"%s\")",
+                 out_dir, name ? name : "(null)", LATEST);
+    if (snprintf(w->out_dir, sizeof w->out_dir, "%s", out_dir) >= (int)sizeof w->out_dir ||
+        snprintf(w->name, sizeof w->name, "%s", name) >= (int)sizeof w->name)
+        DSA_FAIL(DSA_ERR_ARG, "checkpoint path too long: %.200s/%.100s", out_dir, name);
+    char tmp[DSA_CHECKPOINT_PATH_CAP]; /* w->tmp_dir stays "" until the directory exists */
+    int n = snprintf(tmp, sizeof tmp, "%s/.tmp-%s-%ld", out_dir, name, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        DSA_FAIL(DSA_ERR_ARG, "checkpoint path too long: %.200s/%.100s", out_dir, name);
+    DSA_TRY(dsa_mkdir_p(out_dir));
+    DSA_TRY(remove_stale_tmp_dirs(out_dir));
+    join(final_dir, sizeof final_dir, out_dir, name);
+    if (path_exists(final_dir)) DSA_FAIL(DSA_ERR_IO, "%s already exists; a checkpoint is never overwritten", final_dir);
+    if (mkdir(tmp, 0755) != 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    memcpy(w->tmp_dir, tmp, sizeof tmp);
+    return DSA_OK;
+}
+
+const char *dsa_checkpoint_file(DsaCheckpointWriter *w, const char *file_name, char *buf, size_t cap) {
+    DSA_ASSERT(w->tmp_dir[0] && plain_name(file_name));
+    bool fits = join(buf, cap, w->tmp_dir, file_name);
+    DSA_ASSERT(fits);
+    return buf;
+}
+
+DsaStatus dsa_checkpoint_write_text(DsaCheckpointWriter *w, const char *file_name, const char *text) {
+    if (!plain_name(file_name) || !strcmp(file_name, MANIFEST))
+        DSA_FAIL(DSA_ERR_ARG, "%s: cannot write \"%s\" into a checkpoint (a plain name other than %s)", w->tmp_dir,
+                 file_name, MANIFEST);
+    char path[JOIN_CAP + 256];
+    if (!join(path, sizeof path, w->tmp_dir, file_name))
+        DSA_FAIL(DSA_ERR_ARG, "path too long: %s/%s", w->tmp_dir, file_name);
+    return write_file_synced(path, text, strlen(text));
+}
+
+/* A growable list of file names (each < 256 bytes). */
+typedef struct {
+    char (*names)[256];
+    int count, cap;
+} NameList;
+
+static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+static void names_free(NameList *l) {
+    dsa_free(l->names, (size_t)l->cap * sizeof *l->names);
+    memset(l, 0, sizeof *l);
+}
+
+/* The regular files of `dir` except the manifest, sorted; anything else is refused. */
+static DsaStatus list_files(const char *dir, NameList *l) {
+    memset(l, 0, sizeof *l);
+    DIR *d = opendir(dir);
+    if (!d) DSA_FAIL(DSA_ERR_IO, "%s: cannot list: %s", dir, strerror(errno));
+    DsaStatus st = DSA_OK;
+    struct dirent *e;
+    char path[JOIN_CAP + 256];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, MANIFEST)) continue;
+        struct stat sb;
+        if (!join(path, sizeof path, dir, e->d_name) || lstat(path, &sb) != 0)
+            DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s/%s: cannot stat: %s", dir, e->d_name, strerror(errno));
+        if (!S_ISREG(sb.st_mode))
+            DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "%s: not a regular file; a checkpoint holds plain files only", path);
+        if (l->count == l->cap) {
+            int cap = l->cap ? 2 * l->cap : 16;
+            void *p = dsa_realloc(l->names, (size_t)l->cap * sizeof *l->names, (size_t)cap * sizeof *l->names);
+            if (!p) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "%s: file list", dir);
+            l->names = p, l->cap = cap;
+        }
+        snprintf(l->names[l->count++], sizeof *l->names, "%s", e->d_name);
+    }
+    if (l->count > 1) qsort(l->names, (size_t)l->count, sizeof *l->names, cmp_names);
+out:
+    closedir(d);
+    if (st != DSA_OK) names_free(l);
+    return st;
+}
+
+/* fsync every file of the temporary directory and write manifest.json describing them. */
+static DsaStatus write_manifest(DsaCheckpointWriter *w) {
+    NameList l;
+    DSA_TRY(list_files(w->tmp_dir, &l));
+    DsaStatus st = DSA_OK;
+    char *text = NULL, *line = NULL;
+    size_t n = 0;
+    cJSON *root = cJSON_CreateObject(), *files = NULL;
+    bool ok = root && cJSON_AddNumberToObject(root, "format_version", DSA_CHECKPOINT_MANIFEST_VERSION) &&
+              cJSON_AddStringToObject(root, "name", w->name) && (files = cJSON_AddObjectToObject(root, "files"));
+    char path[JOIN_CAP + 256];
+    for (int i = 0; ok && i < l.count; i++) {
+        uint64_t bytes = 0;
+        uint32_t crc = 0;
+        join(path, sizeof path, w->tmp_dir, l.names[i]);
+        DSA_TRY_GOTO(st, file_crc(path, true, &bytes, &crc), out);
+        char hex[16];
+        snprintf(hex, sizeof hex, "%08x", (unsigned)crc);
+        cJSON *f = cJSON_AddObjectToObject(files, l.names[i]);
+        ok = f && cJSON_AddNumberToObject(f, "bytes", (double)bytes) && cJSON_AddStringToObject(f, "crc32", hex);
+    }
+    if (ok) text = cJSON_Print(root);
+    if (!text) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "%s: building %s", w->tmp_dir, MANIFEST);
+    join(path, sizeof path, w->tmp_dir, MANIFEST);
+    n = strlen(text);
+    DSA_TRY_GOTO(st, dsa_alloc((void **)&line, n + 1, MANIFEST), out);
+    memcpy(line, text, n);
+    line[n] = '\n';
+    DSA_TRY_GOTO(st, write_file_synced(path, line, n + 1), out);
+out:
+    dsa_free(line, line ? n + 1 : 0);
+    free(text);
+    cJSON_Delete(root);
+    names_free(&l);
+    return st;
+}
+
+/* Sleep `ms` milliseconds, resuming after signals. */
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* rename(from, to) that never replaces `to`: renameat2(RENAME_NOREPLACE) where the file
+ * system supports it, else a check then rename (rename(2) would silently replace an
+ * empty directory). */
+static DsaStatus rename_noreplace(const char *from, const char *to) {
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return DSA_OK;
+    if (errno == EEXIST) DSA_FAIL(DSA_ERR_IO, "%s already exists; a checkpoint is never overwritten", to);
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+        DSA_FAIL(DSA_ERR_IO, "cannot rename %s to %s: %s", from, to, strerror(errno));
+    if (path_exists(to)) DSA_FAIL(DSA_ERR_IO, "%s already exists; a checkpoint is never overwritten", to);
+    if (rename(from, to) != 0) DSA_FAIL(DSA_ERR_IO, "cannot rename %s to %s: %s", from, to, strerror(errno));
+    return DSA_OK;
+}
+
 DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w) {
-    char final_dir[DSA_CHECKPOINT_PATH_CAP + 256], path[DSA_CHECKPOINT_PATH_CAP + 256], tmp[DSA_CHECKPOINT_PATH_CAP + 256];
+    DSA_ASSERT(w->tmp_dir[0]); /* begin succeeded, and no commit or abort since */
+    char final_dir[JOIN_CAP], latest[JOIN_CAP], latest_tmp[JOIN_CAP], line[DSA_CHECKPOINT_NAME_CAP + 2];
+    join(final_dir, sizeof final_dir, w->out_dir, w->name);
+    join(latest, sizeof latest, w->out_dir, LATEST);
+    join(latest_tmp, sizeof latest_tmp, w->out_dir, ".latest.tmp");
     DSA_TRY(write_manifest(w));
     DSA_TRY(dsa_fsync_path(w->tmp_dir));
     if (w->pause_before_commit_ms > 0) {
         fprintf(stderr, "checkpoint: paused before commit of %s\n", w->name);
         fflush(stderr);
-        struct timespec ts = {w->pause_before_commit_ms / 1000, (w->pause_before_commit_ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+        sleep_ms(w->pause_before_commit_ms);
     }
-    snprintf(final_dir, sizeof final_dir, "%s/%s", w->out_dir, w->name);
-    if (exists(final_dir)) DSA_FAIL(DSA_ERR_IO, "%s already exists; a checkpoint is never overwritten", final_dir);
-    if (rename(w->tmp_dir, final_dir) != 0)
-        DSA_FAIL(DSA_ERR_IO, "rename %s -> %s failed: %s", w->tmp_dir, final_dir, strerror(errno));
-    w->tmp_dir[0] = 0;
-    DSA_TRY(dsa_fsync_path(w->out_dir));
-    snprintf(path, sizeof path, "%s/latest", w->out_dir);
-    snprintf(tmp, sizeof tmp, "%s/.latest.tmp", w->out_dir);
-    char line[300];
-    snprintf(line, sizeof line, "%s\n", w->name);
-    DSA_TRY(write_file_synced(tmp, line));
-    DSA_TRY(dsa_rename_durable(tmp, path));
-    return DSA_OK;
+    DSA_TRY(rename_noreplace(w->tmp_dir, final_dir));
+    w->tmp_dir[0] = 0; /* the checkpoint exists now: nothing to abort */
+    DsaStatus st = dsa_fsync_path(w->out_dir);
+    int n = snprintf(line, sizeof line, "%s\n", w->name);
+    if (st == DSA_OK) st = write_file_synced(latest_tmp, line, (size_t)n);
+    if (st == DSA_OK) st = dsa_rename_durable(latest_tmp, latest); /* fsyncs OUT */
+    if (st != DSA_OK)
+        dsa_error_push(__FILE__, __LINE__, "%s was written, but %s could not be switched to it", final_dir, latest);
+    return st;
 }
 
 void dsa_checkpoint_abort(DsaCheckpointWriter *w) {
@@ -176,77 +319,118 @@ void dsa_checkpoint_abort(DsaCheckpointWriter *w) {
     w->tmp_dir[0] = 0;
 }
 
+/* A Hugging Face model directory: model.safetensors or its sharding index. */
+static bool is_hf_model_dir(const char *dir) {
+    char p[JOIN_CAP + 64];
+    return (join(p, sizeof p, dir, "model.safetensors") && path_exists(p)) ||
+           (join(p, sizeof p, dir, "model.safetensors.index.json") && path_exists(p));
+}
+
 DsaStatus dsa_checkpoint_resolve(const char *path, char *dir, size_t cap) {
-    char probe[DSA_CHECKPOINT_PATH_CAP + 64];
+    char probe[JOIN_CAP + 64];
     struct stat sb;
-    if (stat(path, &sb) != 0) DSA_FAIL(DSA_ERR_IO, "%s: %s", path, strerror(errno));
-    if (!S_ISDIR(sb.st_mode)) DSA_FAIL(DSA_ERR_IO, "%s is not a directory (a checkpoint or run directory)", path);
-    snprintf(probe, sizeof probe, "%s/manifest.json", path);
-    bool is_ckpt = exists(probe);
-    snprintf(probe, sizeof probe, "%s/model.safetensors", path);
-    is_ckpt |= exists(probe);
-    if (is_ckpt) {
-        snprintf(dir, cap, "%s", path);
+    if (stat(path, &sb) != 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot access: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        DSA_FAIL(DSA_ERR_IO, "%s is not a directory (a checkpoint or run directory expected)", path);
+    if (!join(probe, sizeof probe, path, MANIFEST)) DSA_FAIL(DSA_ERR_ARG, "path too long: %.200s", path);
+    if (path_exists(probe) || is_hf_model_dir(path)) {
+        if (snprintf(dir, cap, "%s", path) >= (int)cap) DSA_FAIL(DSA_ERR_ARG, "path too long: %.200s", path);
         return DSA_OK;
     }
-    snprintf(probe, sizeof probe, "%s/latest", path);
+    join(probe, sizeof probe, path, LATEST);
+    if (!path_exists(probe))
+        DSA_FAIL(DSA_ERR_IO,
+                 "%s: no checkpoint here: no '%s' file and no %s (nor the model.safetensors of a Hugging "
+                 "Face model directory)",
+                 path, LATEST, MANIFEST);
     char *text = NULL;
     size_t len = 0;
-    if (dsa_file_read_all(probe, &text, &len) != DSA_OK) {
-        dsa_error_clear();
-        DSA_FAIL(DSA_ERR_IO, "%s: no checkpoint here (no manifest.json or model.safetensors, and no 'latest' file)", path);
-    }
-    text[strcspn(text, "\r\n")] = 0;
-    bool bad = !text[0] || strchr(text, '/') || !strcmp(text, "..") || !strcmp(text, ".");
-    if (!bad) snprintf(dir, cap, "%s/%s", path, text);
+    DSA_TRY(dsa_file_read_all(probe, &text, &len));
+    /* Exactly a name, then "\n" (or "\r\n", or nothing). */
+    size_t n = strcspn(text, "\r\n");
+    const char *rest = text + n;
+    bool bad = strlen(text) != len || !(rest[0] == 0 || !strcmp(rest, "\n") || !strcmp(rest, "\r\n"));
+    text[n] = 0;
+    bad = bad || !plain_name(text);
+    char name[DSA_CHECKPOINT_NAME_CAP];
+    bool fits = snprintf(name, sizeof name, "%s", text) < (int)sizeof name;
     dsa_free(text, len + 1);
-    if (bad) DSA_FAIL(DSA_ERR_FORMAT, "%s: does not name a checkpoint directory", probe);
-    if (!exists(dir)) DSA_FAIL(DSA_ERR_FORMAT, "%s names %s, which does not exist", probe, dir);
+    if (bad || !fits)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: does not hold the name of a checkpoint directory and a newline", probe);
+    if (!join(dir, cap, path, name)) DSA_FAIL(DSA_ERR_ARG, "path too long: %.200s/%s", path, name);
+    if (stat(dir, &sb) != 0)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s names %s, which cannot be accessed: %s", probe, dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) DSA_FAIL(DSA_ERR_FORMAT, "%s names %s, which is not a directory", probe, dir);
+    return DSA_OK;
+}
+
+/* One manifest entry against the file on disk. */
+static DsaStatus verify_file(const char *dir, const char *manifest, const cJSON *f) {
+    const char *name = f->string;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(f, "bytes"), *c = cJSON_GetObjectItemCaseSensitive(f, "crc32");
+    uint64_t want_bytes = 0;
+    unsigned long want_crc = 0;
+    char *end = NULL;
+    if (!plain_name(name)) DSA_FAIL(DSA_ERR_FORMAT, "%s: entry \"%s\" is not a plain file name", manifest, name);
+    if (!cJSON_IsNumber(b) || !(b->valuedouble >= 0) || b->valuedouble > 9007199254740992.0 ||
+        (double)(uint64_t)b->valuedouble != b->valuedouble)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: entry \"%s\": \"bytes\" missing or not a non-negative integer", manifest, name);
+    want_bytes = (uint64_t)b->valuedouble;
+    if (cJSON_IsString(c)) want_crc = strtoul(c->valuestring, &end, 16);
+    if (!cJSON_IsString(c) || strlen(c->valuestring) != 8 || strspn(c->valuestring, "0123456789abcdefABCDEF") != 8 ||
+        *end)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: entry \"%s\": \"crc32\" missing or not 8 hex digits", manifest, name);
+    char path[JOIN_CAP + 256];
+    if (!join(path, sizeof path, dir, name)) DSA_FAIL(DSA_ERR_ARG, "path too long: %.200s/%s", dir, name);
+    struct stat sb;
+    if (lstat(path, &sb) != 0) {
+        if (errno == ENOENT) DSA_FAIL(DSA_ERR_FORMAT, "%s: missing (listed in %s)", path, manifest);
+        DSA_FAIL(DSA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) DSA_FAIL(DSA_ERR_FORMAT, "%s: not a regular file (listed in %s)", path, manifest);
+    if ((uint64_t)sb.st_size != want_bytes)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: %llu bytes, %s says %llu (truncated or torn write)", path,
+                 (unsigned long long)sb.st_size, manifest, (unsigned long long)want_bytes);
+    uint64_t bytes = 0;
+    uint32_t crc = 0;
+    DSA_TRY(file_crc(path, false, &bytes, &crc));
+    if (bytes != want_bytes)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: %llu bytes read, %s says %llu (the file changed while being read)", path,
+                 (unsigned long long)bytes, manifest, (unsigned long long)want_bytes);
+    if (crc != want_crc)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: CRC32 %08x, %s says %08lx (the file is corrupt)", path, (unsigned)crc, manifest,
+                 want_crc);
     return DSA_OK;
 }
 
 DsaStatus dsa_checkpoint_verify(const char *dir, bool *verified) {
-    char path[DSA_CHECKPOINT_PATH_CAP + 256];
+    char manifest[JOIN_CAP + 64];
     *verified = false;
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    if (!exists(path)) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        if (exists(path)) return DSA_OK; /* a plain Hugging Face model directory */
-        DSA_FAIL(DSA_ERR_FORMAT, "%s: no manifest.json and no model.safetensors: not a checkpoint", dir);
+    if (!join(manifest, sizeof manifest, dir, MANIFEST)) DSA_FAIL(DSA_ERR_ARG, "path too long: %.200s", dir);
+    if (!path_exists(manifest)) {
+        if (is_hf_model_dir(dir)) return DSA_OK; /* a plain Hugging Face model directory: nothing to check */
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: no %s and no model.safetensors: not a checkpoint directory", dir, MANIFEST);
     }
     char *text = NULL;
     size_t len = 0;
-    DSA_TRY(dsa_file_read_all(path, &text, &len));
-    cJSON *root = cJSON_Parse(text);
+    DSA_TRY(dsa_file_read_all(manifest, &text, &len));
+    cJSON *root = cJSON_ParseWithLength(text, len);
     dsa_free(text, len + 1);
     DsaStatus st = DSA_OK;
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "format_version");
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
-    if (!cJSON_IsObject(root) || !cJSON_IsNumber(ver) || !cJSON_IsObject(files))
-        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: not a checkpoint manifest (format_version and files expected)", path);
+    if (!cJSON_IsObject(root))
+        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: not valid JSON (a corrupt checkpoint manifest)", manifest);
+    if (!cJSON_IsNumber(ver) || !cJSON_IsObject(files))
+        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT,
+                      "%s: not a checkpoint manifest (\"format_version\" and \"files\" expected)", manifest);
     if (ver->valuedouble != DSA_CHECKPOINT_MANIFEST_VERSION)
-        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: format_version %g, this build reads %d", path, ver->valuedouble,
-                      DSA_CHECKPOINT_MANIFEST_VERSION);
+        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT,
+                      "%s: format_version %g, this build reads %d (the checkpoint was written by another version of "
+                      "dsa; save it again with this one, or use the matching build)",
+                      manifest, ver->valuedouble, DSA_CHECKPOINT_MANIFEST_VERSION);
     const cJSON *f;
-    cJSON_ArrayForEach(f, files) {
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(f, "bytes"), *c = cJSON_GetObjectItemCaseSensitive(f, "crc32");
-        if (!cJSON_IsNumber(b) || !cJSON_IsString(c) || strchr(f->string, '/'))
-            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: entry \"%s\" lacks bytes or crc32", path, f->string);
-        char fp[DSA_CHECKPOINT_PATH_CAP + 256];
-        snprintf(fp, sizeof fp, "%s/%s", dir, f->string);
-        if (!exists(fp)) DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: missing (listed in %s)", fp, path);
-        uint64_t bytes = 0;
-        uint32_t crc = 0;
-        DSA_TRY_GOTO(st, file_crc(fp, &bytes, &crc), out);
-        if ((double)bytes != b->valuedouble)
-            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: %llu bytes, the manifest says %.0f (truncated or torn write)", fp,
-                          (unsigned long long)bytes, b->valuedouble);
-        char hex[16];
-        snprintf(hex, sizeof hex, "%08x", crc);
-        if (strcmp(hex, c->valuestring) != 0)
-            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: CRC32 %s, the manifest says %s (the file is corrupt)", fp, hex,
-                          c->valuestring);
-    }
+    cJSON_ArrayForEach(f, files) DSA_TRY_GOTO(st, verify_file(dir, manifest, f), out);
     *verified = true;
 out:
     cJSON_Delete(root);

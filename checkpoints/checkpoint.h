@@ -1,12 +1,19 @@
-/* checkpoint.h: checkpoint directories that are never seen half-written.
+/* checkpoint.h: checkpoint directories that are never seen half-written (DESIGN.md,
+ * "Checkpoints").
  *
- * A run directory OUT holds checkpoint directories (named by the caller, the trainer
- * uses "step-NNNNNNNN") and a file OUT/latest naming the newest complete one. A save
- * writes every file into OUT/.tmp-<name>-<pid>/, adds manifest.json (size and CRC32 of
- * each file), fsyncs the files and the directory, renames it to OUT/<name>, fsyncs OUT,
- * and only then switches OUT/latest (write, fsync, rename, fsync). A crash or kill at
- * any point leaves the previous checkpoint and `latest` intact; the torn temporary
- * directory is removed by the next save in OUT.
+ * A run directory OUT holds checkpoint directories (named by the caller; the trainer
+ * uses "step-%08lld") and a file OUT/latest whose content is the name of the newest
+ * complete one plus '\n'. A save:
+ *   1. begin: removes torn OUT/.tmp-* directories of killed saves (one warning each)
+ *      and creates OUT/.tmp-<name>-<pid>/;
+ *   2. the caller writes its files there (dsa_checkpoint_file, write_text);
+ *   3. commit: fsyncs every file, writes manifest.json (format_version 1; bytes and
+ *      CRC32 of every file, computed by re-reading it), fsyncs the directory, renames
+ *      it to OUT/<name> (never over an existing one), fsyncs OUT, and only then switches
+ *      OUT/latest (write OUT/.latest.tmp, fsync, rename, fsync OUT).
+ * A crash or kill at any point leaves the previous checkpoint and `latest` intact.
+ * Readers resolve a path to a checkpoint directory and verify it against its manifest;
+ * torn or corrupt files are named in the error.
  */
 #ifndef DSA_CHECKPOINTS_CHECKPOINT_H
 #define DSA_CHECKPOINTS_CHECKPOINT_H
@@ -17,36 +24,54 @@
 
 #include "core/error.h"
 
-enum { DSA_CHECKPOINT_MANIFEST_VERSION = 1, DSA_CHECKPOINT_PATH_CAP = 1024 };
+enum {
+    DSA_CHECKPOINT_MANIFEST_VERSION = 1,
+    DSA_CHECKPOINT_PATH_CAP = 1024, /* out_dir and the temporary directory's path */
+    DSA_CHECKPOINT_NAME_CAP = 256,  /* a checkpoint's name */
+};
 
+/* One save in progress. Filled by begin; the caller may set pause_before_commit_ms. */
 typedef struct {
     char out_dir[DSA_CHECKPOINT_PATH_CAP];
-    char name[256];
-    char tmp_dir[DSA_CHECKPOINT_PATH_CAP];
-    /* Testing aid: when > 0, commit prints "checkpoint: paused before commit of <name>"
-     * on stderr and sleeps this long before the rename, so a test can kill the process
-     * mid-save. */
+    char name[DSA_CHECKPOINT_NAME_CAP];
+    char tmp_dir[DSA_CHECKPOINT_PATH_CAP]; /* "" once committed or aborted */
+    /* Test hook (kill-mid-save tests): when > 0, commit prints "checkpoint: paused before
+     * commit of <name>" on stderr and sleeps this many milliseconds right before the
+     * rename, with every file written and fsynced, so a test can SIGKILL the process
+     * mid-save. Set by the caller (the CLI's --pause-in-save); never read from the
+     * environment. */
     int64_t pause_before_commit_ms;
 } DsaCheckpointWriter;
 
-/* Start checkpoint `name` in `out_dir` (created if needed): removes torn .tmp-* dirs of
- * earlier saves (logged), creates the temporary directory. */
+/* Start checkpoint `name` in `out_dir` (created if needed). `name` must be a plain file
+ * name (no '/', not starting with '.', not "latest"); a checkpoint OUT/<name> that exists
+ * already is refused (DSA_ERR_IO, naming it). Removes the .tmp-* directories of saves
+ * that did not finish, logging a warning for each (one saving process per OUT is
+ * assumed). On failure there is nothing to abort (abort is still safe). */
 DsaStatus dsa_checkpoint_begin(DsaCheckpointWriter *w, const char *out_dir, const char *name);
-/* Path of `file_name` inside the temporary directory, in buf (returned). */
+/* Path of `file_name` (a plain name) inside the temporary directory, written into buf
+ * (cap bytes, which must fit it: a programming error otherwise) and returned. */
 const char *dsa_checkpoint_file(DsaCheckpointWriter *w, const char *file_name, char *buf, size_t cap);
-/* Write a small text file into the temporary directory (fsynced). */
+/* Write a small text file into the temporary directory (replacing it), fsynced.
+ * "manifest.json" is refused: commit writes it. */
 DsaStatus dsa_checkpoint_write_text(DsaCheckpointWriter *w, const char *file_name, const char *text);
-/* Write the manifest, make everything durable, rename into place, switch `latest`. */
+/* Finish the save (steps 3 above). Every entry of the temporary directory must be a
+ * regular file. On failure before the rename the caller calls abort; after the rename
+ * the checkpoint exists and only `latest` may be stale (the error says which). */
 DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w);
-/* Remove the temporary directory (after a failed save). */
+/* Remove the temporary directory and its files (after a failed save); a no-op when
+ * there is none. Failures are logged, not returned. */
 void dsa_checkpoint_abort(DsaCheckpointWriter *w);
 
-/* `path` is a checkpoint directory (has manifest.json or model.safetensors) or a run
- * directory with `latest`: the checkpoint directory it stands for, in dir. */
+/* Resolve a user path to a checkpoint directory, written into dir (cap bytes): `path`
+ * itself when it has manifest.json (or is a Hugging Face model directory, with
+ * model.safetensors or model.safetensors.index.json), else the directory that
+ * path/latest names. Errors name the path and what is missing. */
 DsaStatus dsa_checkpoint_resolve(const char *path, char *dir, size_t cap);
-/* Check every file of dir/manifest.json: present, its size, its CRC32. A directory
- * without a manifest but with model.safetensors (a Hugging Face model) passes with
- * *verified = false. */
+/* Check every file listed in dir/manifest.json: present, its size, its CRC32; sets
+ * *verified. Errors (DSA_ERR_FORMAT) name the file and the mismatch, expected and found.
+ * A directory without manifest.json but with model.safetensors (or its index) is a plain
+ * Hugging Face model directory: accepted with *verified = false. */
 DsaStatus dsa_checkpoint_verify(const char *dir, bool *verified);
 
 #endif
