@@ -1,5 +1,11 @@
-/* backend_cpu.c: the CPU reference backend's table and thread control
- * (kernels/backend.h). */
+/* backend_cpu.c: the CPU reference backend's table, the backend lookup by name and the
+ * thread control (kernels/backend.h).
+ *
+ * The table holds the dsa_cpu_* ops of kernels/cpu/ops.h (the executable form of the
+ * DSA-SPEC §4 math the CUDA backend is tested against). Threads: one count for our
+ * OpenMP loops and for OpenBLAS (the OpenMP build shares libgomp's pool, see Makefile);
+ * 0 means every core the process may use.
+ */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
@@ -33,6 +39,7 @@ static const DsaBackend cpu_backend = {
 const DsaBackend *dsa_backend_cpu(void) { return &cpu_backend; }
 
 DsaStatus dsa_backend_get(const char *name, const DsaBackend **out) {
+    DSA_ASSERT(name && out);
     *out = NULL;
     if (!strcmp(name, "cpu")) {
         *out = &cpu_backend;

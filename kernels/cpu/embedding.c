@@ -1,4 +1,5 @@
-/* embedding.c: token embedding lookup and its gradient (kernels/backend.h).
+/* embedding.c: token embedding lookup (model.embed_tokens, DSA-SPEC §3) and its
+ * gradient (kernels/backend.h).
  *
  * NOTE: the backward scatters rows of dout into dtable in token order; it parallelizes
  * over columns, so every element of dtable is summed by one thread in that order and
