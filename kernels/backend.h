@@ -34,6 +34,17 @@ typedef struct {
     float scale; /* softmax scale τ (DSA-SPEC §4.3) */
 } DsaAttnShape;
 
+/* Sparse MLA attention in the absorbed (MQA) form (DSA-SPEC §4.2) over `batch`
+ * sequences of `seq_len` tokens: every head of query t attends to the same topk keys
+ * idx[t, :] (positions within t's own sequence, -1 = no key, skipped), each key one
+ * shared row K_s of qk_dim = d_c + d_r values whose first v_dim = d_c entries are also
+ * its value. */
+typedef struct {
+    int64_t batch, seq_len, heads;
+    int64_t qk_dim, v_dim, topk;
+    float scale; /* softmax scale τ */
+} DsaSparseAttnShape;
+
 /* AdamW hyper-parameters for one update of one parameter tensor. */
 typedef struct {
     float lr;
@@ -98,6 +109,22 @@ typedef struct DsaBackend {
                                const float *k, const float *v, const DsaAttnShape *shape,
                                float *scratch);
     int64_t (*attention_scratch_floats)(const DsaAttnShape *shape);
+
+    /* Sparse MQA attention (DSA-SPEC §4.2): q [N, H, qk_dim], kv [N, qk_dim],
+     * idx [N, topk] int32; out [N, H, v_dim] = Σ_s P_{h,t,s} kv[s, :v_dim] with
+     * P = softmax over the valid entries of idx[t] of scale · q_{t,h} · kv_s;
+     * lse [batch, H, seq_len] natural log (−inf and out = 0 for a row without keys).
+     * Duplicate indices are a caller error. */
+    void (*sparse_attention_forward)(float *out, float *lse, const float *q, const float *kv,
+                                     const int32_t *idx, const DsaSparseAttnShape *shape);
+    /* dq [N, H, qk_dim] and dkv [N, qk_dim] overwritten (dkv sums the query-side and the
+     * value-side gradients of every key over all queries that selected it, in a fixed
+     * order: deterministic for any thread count). scratch: sparse_attention_scratch_bytes. */
+    void (*sparse_attention_backward)(float *dq, float *dkv, const float *dout, const float *out,
+                                      const float *lse, const float *q, const float *kv,
+                                      const int32_t *idx, const DsaSparseAttnShape *shape,
+                                      void *scratch);
+    int64_t (*sparse_attention_scratch_bytes)(const DsaSparseAttnShape *shape);
 
     /* Cross-entropy of logits[N, V] against targets[N]: losses[n] = lse[n] − logit[target].
      * Targets < 0 are ignored (loss 0, no gradient). Saves lse[N]. Returns the sum of

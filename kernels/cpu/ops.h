@@ -58,6 +58,15 @@ void dsa_cpu_attention_backward(float *dq, float *dk, float *dv, const float *do
                                 float *scratch);
 int64_t dsa_cpu_attention_scratch_floats(const DsaAttnShape *shape);
 
+/* sparse_attention.c */
+void dsa_cpu_sparse_attention_forward(float *out, float *lse, const float *q, const float *kv,
+                                      const int32_t *idx, const DsaSparseAttnShape *shape);
+void dsa_cpu_sparse_attention_backward(float *dq, float *dkv, const float *dout, const float *out,
+                                       const float *lse, const float *q, const float *kv,
+                                       const int32_t *idx, const DsaSparseAttnShape *shape,
+                                       void *scratch);
+int64_t dsa_cpu_sparse_attention_scratch_bytes(const DsaSparseAttnShape *shape);
+
 /* cross_entropy.c */
 double dsa_cpu_cross_entropy_forward(float *losses, float *lse, const float *logits,
                                      const int32_t *targets, int64_t n, int64_t vocab);

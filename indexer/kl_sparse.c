@@ -1,0 +1,192 @@
+/* kl_sparse.c: the stage-2 indexer loss over the selected keys (indexer.h; DSA-SPEC §6.3,
+ * §8.2 F3) and the sampled dense recall metric of the sparse stage.
+ *
+ * Row pass (parallel over rows): for the valid entries s ∈ S_t of idx[t]:
+ *   lseI_t over S_t from the top-k scores, a_h,t,s = τ Q_t,h · K_s (MQA form, §4.2),
+ *   log p = logsumexp_h(a − lse_h) − ln H with the sparse attention's own lse (§6.3),
+ *   KL_t, G = grad_scale (π − p), ∂w and ∂q̂ of the row (§7, sums over S_t only).
+ * Key pass (parallel over keys): the selection transposed by a counting sort (queries in
+ * ascending order per key) and ∂k̂_s = Σ E q̂ in that order: deterministic, race-free.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "indexer/indexer.h"
+#include "indexer/internal.h"
+
+typedef struct {
+    int32_t row; /* query token n */
+    float g;     /* G_t,s */
+} KeyEntry;
+
+/* The head dots u_j = q̂_t,j · k̂_s of one (row, key) pair: the ReLU inputs. */
+static void pair_terms(float *u, const float *q, const float *k, int64_t HI, int64_t dI) {
+    for (int64_t j = 0; j < HI; j++) u[j] = dsa_idx_dot(q + j * dI, k, dI);
+}
+
+DsaStatus dsa_indexer_kl_sparse(DsaIndexerLoss *out, float *dq, float *dk, float *dw, const DsaIndexerActs *a,
+                                const DsaIndexerShape *s, const DsaSparseTarget *tg, const int32_t *idx,
+                                const float *idx_scores, float grad_scale) {
+    const int64_t L = s->seq_len, N = s->batch * L, HI = s->heads, dI = s->head_dim, K = s->topk;
+    const int64_t H = tg->heads, dqk = tg->qk_dim;
+    const bool grads = grad_scale != 0.0f;
+    DSA_ASSERT(HI <= 1024);
+    size_t g_bytes = (size_t)(N * K) * sizeof(float), row_bytes = (size_t)N * 2 * sizeof(double);
+    float *gsel = dsa_malloc(g_bytes);
+    double *row_stats = dsa_malloc(row_bytes);
+    if (!gsel || !row_stats) {
+        dsa_free(gsel, g_bytes);
+        dsa_free(row_stats, row_bytes);
+        DSA_FAIL(DSA_ERR_NOMEM, "sparse indexer KL: %zu bytes", g_bytes + row_bytes);
+    }
+    if (grads) {
+        memset(dq, 0, (size_t)(N * HI * dI) * sizeof(float));
+        memset(dk, 0, (size_t)(N * dI) * sizeof(float));
+        memset(dw, 0, (size_t)(N * HI) * sizeof(float));
+    }
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t n = 0; n < N; n++) {
+        const int64_t b = n / L, t = n % L;
+        const int32_t *row = idx + n * K;
+        const float *isc = idx_scores + n * K;
+        float *g = gsel + n * K;
+        float mx = -INFINITY, sum = 0.0f, u[1024];
+        int64_t count = 0;
+        for (int64_t i = 0; i < K; i++)
+            if (row[i] >= 0) mx = fmaxf(mx, isc[i]), count++;
+        for (int64_t i = 0; i < K; i++)
+            if (row[i] >= 0) sum += expf(isc[i] - mx);
+        const float lse_i = mx + logf(sum);
+        const float *lse = tg->lse + b * H * L + t;
+        double kl = 0;
+        for (int64_t i = 0; i < K; i++) {
+            g[i] = 0.0f;
+            if (row[i] < 0) continue;
+            const float *kv = tg->kv + (b * L + row[i]) * dqk;
+            float att[1024];
+            DSA_ASSERT(H <= 1024);
+            for (int64_t h = 0; h < H; h++) att[h] = tg->scale * dsa_idx_dot(tg->q + (n * H + h) * dqk, kv, dqk);
+            float m = -INFINITY, se = 0.0f;
+            for (int64_t h = 0; h < H; h++) m = fmaxf(m, att[h] - lse[h * L]);
+            for (int64_t h = 0; h < H; h++) se += expf(att[h] - lse[h * L] - m);
+            const float logp = m + logf(se) - logf((float)H), logpi = isc[i] - lse_i;
+            const float p = expf(logp), pi = expf(logpi);
+            if (p > 0.0f) kl += (double)p * ((double)logp - (double)logpi);
+            g[i] = grad_scale * (pi - p);
+        }
+        row_stats[n] = count ? kl : 0.0;
+        row_stats[N + n] = (double)count;
+        if (!grads) continue;
+        /* ∂w and ∂q̂ of the row (§7 with the sums over S_t) */
+        const float *wt = a->w + n * HI;
+        for (int64_t i = 0; i < K; i++) {
+            if (row[i] < 0 || g[i] == 0.0f) continue;
+            const float *kr = a->k + (b * L + row[i]) * dI;
+            pair_terms(u, a->q + n * HI * dI, kr, HI, dI);
+            for (int64_t j = 0; j < HI; j++) {
+                if (u[j] <= 0.0f) continue;
+                dw[n * HI + j] += s->scale * g[i] * u[j];
+                const float e = s->scale * g[i] * wt[j];
+                float *dqr = dq + (n * HI + j) * dI;
+                for (int64_t d = 0; d < dI; d++) dqr[d] = fmaf(e, kr[d], dqr[d]);
+            }
+        }
+    }
+    double kl_sum = 0, selected = 0;
+    for (int64_t n = 0; n < N; n++) kl_sum += row_stats[n], selected += row_stats[N + n];
+    dsa_free(row_stats, row_bytes);
+    DsaStatus st = DSA_OK;
+    if (grads) {
+        /* transpose the selection by key (counting sort, rows ascending per key) */
+        size_t ptr_bytes = (size_t)(N + 1) * sizeof(int64_t), ent_bytes = (size_t)(N * K) * sizeof(KeyEntry);
+        int64_t *ptr = dsa_calloc((size_t)N + 1, sizeof(int64_t));
+        KeyEntry *ent = dsa_malloc(ent_bytes);
+        if (!ptr || !ent) {
+            st = dsa_error_set(DSA_ERR_NOMEM, __FILE__, __LINE__, "sparse indexer KL key index: %zu bytes",
+                               ptr_bytes + ent_bytes);
+        } else {
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i = 0; i < K; i++)
+                    if (idx[n * K + i] >= 0) ptr[n / L * L + idx[n * K + i] + 1]++;
+            for (int64_t n = 0; n < N; n++) ptr[n + 1] += ptr[n];
+            int64_t *fill = dsa_malloc((size_t)N * sizeof(int64_t));
+            if (!fill) {
+                st = dsa_error_set(DSA_ERR_NOMEM, __FILE__, __LINE__, "sparse indexer KL key index");
+            } else {
+                memcpy(fill, ptr, (size_t)N * sizeof(int64_t));
+                for (int64_t n = 0; n < N; n++)
+                    for (int64_t i = 0; i < K; i++) {
+                        int32_t key = idx[n * K + i];
+                        if (key >= 0) ent[fill[n / L * L + key]++] = (KeyEntry){(int32_t)n, gsel[n * K + i]};
+                    }
+                dsa_free(fill, (size_t)N * sizeof(int64_t));
+#pragma omp parallel for schedule(dynamic, 16)
+                for (int64_t key = 0; key < N; key++) {
+                    float u[1024];
+                    const float *kr = a->k + key * dI;
+                    float *dkr = dk + key * dI;
+                    for (int64_t e = ptr[key]; e < ptr[key + 1]; e++) {
+                        if (ent[e].g == 0.0f) continue;
+                        const int64_t n = ent[e].row;
+                        const float *qn = a->q + n * HI * dI, *wt = a->w + n * HI;
+                        pair_terms(u, qn, kr, HI, dI);
+                        for (int64_t j = 0; j < HI; j++) {
+                            if (u[j] <= 0.0f) continue;
+                            const float ej = s->scale * ent[e].g * wt[j];
+                            for (int64_t d = 0; d < dI; d++) dkr[d] = fmaf(ej, qn[j * dI + d], dkr[d]);
+                        }
+                    }
+                }
+            }
+        }
+        dsa_free(ptr, ptr_bytes);
+        dsa_free(ent, ent_bytes);
+    }
+    dsa_free(gsel, g_bytes);
+    if (st != DSA_OK) return st;
+    out->kl_sum += kl_sum;
+    out->rows += N;
+    out->selected_sum += selected;
+    return DSA_OK;
+}
+
+void dsa_indexer_sparse_recall(DsaIndexerLoss *out, const DsaIndexerShape *s, const DsaSparseTarget *tg,
+                               const int32_t *idx, int64_t rows_per_seq) {
+    const int64_t L = s->seq_len, K = s->topk, H = tg->heads, dqk = tg->qk_dim;
+    const int64_t rows = rows_per_seq < L ? rows_per_seq : L;
+    if (rows <= 0) return;
+    double mass[4096];
+    DSA_ASSERT(rows <= 4096 && H <= 256);
+    for (int64_t b = 0; b < s->batch; b++) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t r = 0; r < rows; r++) {
+            /* evenly spaced rows ending at the last one: t = L − 1 − r · L / rows */
+            const int64_t t = L - 1 - r * L / rows, n = b * L + t;
+            float lse[256];
+            for (int64_t h = 0; h < H; h++) {
+                const float *q = tg->q + (n * H + h) * dqk;
+                float m = -INFINITY, sum = 0.0f;
+                for (int64_t key = 0; key <= t; key++) {
+                    float x = tg->scale * dsa_idx_dot(q, tg->kv + (b * L + key) * dqk, dqk);
+                    if (x > m) sum = sum * expf(m - x), m = x;
+                    sum += expf(x - m);
+                }
+                lse[h] = m + logf(sum);
+            }
+            double mt = 0;
+            for (int64_t i = 0; i < K; i++) {
+                const int32_t key = idx[n * K + i];
+                if (key < 0) continue;
+                const float *kv = tg->kv + (b * L + key) * dqk;
+                double p = 0;
+                for (int64_t h = 0; h < H; h++)
+                    p += exp((double)tg->scale * dsa_idx_dot(tg->q + (n * H + h) * dqk, kv, dqk) - lse[h]);
+                mt += p / (double)H;
+            }
+            mass[r] = mt;
+        }
+        for (int64_t r = 0; r < rows; r++) out->mass_sum += mass[r];
+        out->mass_rows += rows;
+    }
+}

@@ -1,0 +1,89 @@
+/* scores.c: the indexer's score tiles (indexer.h dsa_indexer_score_tile; DSA-SPEC §5.3)
+ * and the per-thread tile scratch shared by top-k and the KL passes (internal.h).
+ *
+ * Dot products are plain loops with a fixed reduction order (vectorized across keys), so
+ * a score is the same bits whatever tile it is computed in: top-k and the KL passes
+ * agree exactly on which keys are selected.
+ */
+#include <string.h>
+
+#include "core/mem.h"
+#include "indexer/indexer.h"
+#include "indexer/internal.h"
+
+
+/* out[r][c] = Σ_d A[r][d] · BT[d][c] for r < m, c < n (BT stride ld, out stride ld). */
+void dsa_idx_dots(float *out, int64_t ld, const float *A, int64_t lda, const float *BT, int64_t m, int64_t n,
+                 int64_t d) {
+    for (int64_t r = 0; r < m; r++) {
+        float *o = out + r * ld;
+        const float *a = A + r * lda;
+        for (int64_t c = 0; c < n; c++) o[c] = 0.0f;
+        for (int64_t e = 0; e < d; e++) {
+            const float x = a[e], *bt = BT + e * ld;
+            for (int64_t c = 0; c < n; c++) o[c] = fmaf(x, bt[c], o[c]);
+        }
+    }
+}
+
+/* BT[d][c] = B[c][d] for c < n (B row stride ldb). */
+void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64_t n, int64_t d) {
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t e = 0; e < d; e++) BT[e * ld + c] = B[c * ldb + e];
+}
+
+
+bool dsa_idx_tile_alloc(DsaIdxTile *t, const DsaIndexerShape *s, int64_t heads, int64_t qk_dim) {
+    int64_t dmax = s->head_dim > qk_dim ? s->head_dim : qk_dim;
+    int64_t hmax = heads > s->heads ? heads : s->heads;
+    t->floats = (size_t)(dmax * KL_BK + KL_BQ * s->heads * KL_BK + 2 * KL_BQ * KL_BK + hmax * KL_BQ * KL_BK);
+    float *p = dsa_malloc(t->floats * sizeof(float));
+    if (!p) return false;
+    t->kt = p;
+    t->u = t->kt + dmax * KL_BK;
+    t->sc = t->u + KL_BQ * s->heads * KL_BK;
+    t->g = t->sc + KL_BQ * KL_BK;
+    t->att = t->g + KL_BQ * KL_BK;
+    return true;
+}
+
+void dsa_idx_tile_free(DsaIdxTile *t) { dsa_free(t->kt, t->floats * sizeof(float)); }
+
+/* Indexer scores and head dots of one tile, with the fixed-order dots above. */
+void dsa_idx_score_tile(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexerShape *s, int64_t b, int64_t t0,
+                       int64_t nq, int64_t s0, int64_t nk) {
+    const int64_t HI = s->heads, dI = s->head_dim, L = s->seq_len;
+    dsa_idx_transpose(w->kt, KL_BK, a->k + (b * L + s0) * dI, dI, nk, dI);
+    dsa_idx_dots(w->u, KL_BK, a->q + (b * L + t0) * HI * dI, dI, w->kt, nq * HI, nk, dI);
+    for (int64_t i = 0; i < nq; i++) {
+        float *row = w->sc + i * KL_BK;
+        const float *wt = a->w + (b * L + t0 + i) * HI;
+        for (int64_t c = 0; c < nk; c++) row[c] = 0.0f;
+        for (int64_t j = 0; j < HI; j++) {
+            const float *u = w->u + (i * HI + j) * KL_BK;
+            for (int64_t c = 0; c < nk; c++) row[c] = fmaf(wt[j], u[c] > 0.0f ? u[c] : 0.0f, row[c]);
+        }
+        for (int64_t c = 0; c < nk; c++) row[c] = s0 + c <= t0 + i ? s->scale * row[c] : -INFINITY;
+    }
+}
+
+void dsa_indexer_score_tile(float *scores, float *relu_in, int64_t ld, const DsaIndexerActs *a,
+                            const DsaIndexerShape *s, int64_t b, int64_t t0, int64_t nq, int64_t s0, int64_t nk) {
+    /* Tiles of any size, computed KL_BQ × KL_BK at a time through the same kernel. */
+    DsaIdxTile w;
+    DSA_ASSERT(dsa_idx_tile_alloc(&w, s, 1, 1));
+    for (int64_t i0 = 0; i0 < nq; i0 += KL_BQ)
+        for (int64_t c0 = 0; c0 < nk; c0 += KL_BK) {
+            int64_t mq = nq - i0 < KL_BQ ? nq - i0 : KL_BQ, mk = nk - c0 < KL_BK ? nk - c0 : KL_BK;
+            dsa_idx_score_tile(&w, a, s, b, t0 + i0, mq, s0 + c0, mk);
+            for (int64_t i = 0; i < mq; i++) {
+                memcpy(scores + (i0 + i) * ld + c0, w.sc + i * KL_BK, (size_t)mk * sizeof(float));
+                if (relu_in)
+                    for (int64_t j = 0; j < s->heads; j++)
+                        memcpy(relu_in + ((i0 + i) * s->heads + j) * ld + c0, w.u + (i * s->heads + j) * KL_BK,
+                               (size_t)mk * sizeof(float));
+            }
+        }
+    dsa_idx_tile_free(&w);
+}
+
