@@ -302,6 +302,8 @@ static const KeyDesc train_keys[] = {
     {K_INT(DsaTrainConfig, log_every, 1, 1)},
     {K_INT(DsaTrainConfig, threads, 0, 0)},
     {K_STR(DsaTrainConfig, device, "cpu", devices)},
+    {K_BOOL(DsaTrainConfig, indexer_fp8, true)},
+    {K_INT(DsaTrainConfig, recall_rows, 64, 0)},
 };
 static const Table train_table = {TABLE_KEYS(train_keys)};
 

@@ -16,6 +16,7 @@ int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (cli_bench_tr
 int cli_info(int argc, char **argv);    /* build and device information */
 int cli_train(int argc, char **argv);   /* LM training, checkpoints, resume */
 int cli_eval(int argc, char **argv);    /* held-out loss of a checkpoint */
+int cli_convert(int argc, char **argv); /* add an indexer to a dense checkpoint */
 
 /* Print "dsa SUB: error: <trail>" and return the exit code for `status`. */
 int cli_report(const char *sub, DsaStatus status);

@@ -19,6 +19,7 @@ static const Subcommand subcommands[] = {
     {"pack", cli_pack, "build HDF5+zstd token shards from text, JSONL, raw tokens, Megatron, or synthetic tasks"},
     {"inspect", cli_inspect, "describe shards: attributes, tokens, documents, compression, histogram; --verify"},
     {"stream", cli_stream, "run the streaming loader over shards and print what it yields"},
+    {"convert", cli_convert, "add a freshly initialized lightning indexer to a dense MLA checkpoint"},
     {"train", cli_train, "train a model: stages, gradient accumulation, AdamW, checkpoints, exact resume"},
     {"eval", cli_eval, "loss of a checkpoint on held-out shards or a token file; --grads for parity checks"},
     {"config", cli_config, "print or check a resolved configuration (HF config.json keys, --set overrides)"},

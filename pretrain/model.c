@@ -21,6 +21,7 @@
 /* Dimensions used everywhere below, named as in DSA-SPEC. */
 typedef struct {
     int64_t N, B, L, D, V, H, dq, dn, dr, dv, dc, I, dqk, nL;
+    int64_t HI, dI, K, dm; /* indexer heads, head dim, top-k; d_m = d_c + d_r (MQA row) */
 } Dims;
 
 static Dims dims_of(const DsaModel *m) {
@@ -41,6 +42,11 @@ static Dims dims_of(const DsaModel *m) {
     };
     d.N = d.B * d.L;
     d.dqk = d.dn + d.dr;
+    if (c->has_indexer) {
+        d.HI = c->index_n_heads, d.dI = c->index_head_dim;
+        d.K = m->ws_topk > 0 ? m->ws_topk : c->index_topk;
+    }
+    d.dm = d.dc + d.dr;
     return d;
 }
 
@@ -67,7 +73,9 @@ DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBacken
     m->grads = dsa_calloc((size_t)m->table.total, sizeof(float));
     m->requires_grad = dsa_calloc((size_t)m->table.count, sizeof(bool));
     m->w = dsa_calloc((size_t)rows * DSA_W_SLOT_COUNT, sizeof(float *));
-    if (!m->params || !m->grads || !m->requires_grad || !m->w) {
+    m->idx_stats = dsa_calloc((size_t)cfg->num_hidden_layers, sizeof(DsaIndexerLoss));
+    m->mode = dsa_forward_mode_default(cfg);
+    if (!m->params || !m->grads || !m->requires_grad || !m->w || !m->idx_stats) {
         dsa_model_free(m);
         DSA_FAIL(DSA_ERR_NOMEM, "model parameters and gradients: 2 x %zu bytes", bytes);
     }
@@ -84,7 +92,7 @@ static void free_workspace(DsaModel *m) {
     dsa_free(m->arena, (size_t)m->arena_floats * sizeof(float));
     dsa_free(m->acts, sizeof *m->acts * (size_t)m->cfg.num_hidden_layers);
     m->arena = NULL, m->acts = NULL, m->arena_floats = 0;
-    m->batch = m->seq_len = 0;
+    m->batch = m->seq_len = m->ws_topk = 0;
     m->have_forward = false;
 }
 
@@ -95,8 +103,50 @@ void dsa_model_free(DsaModel *m) {
     dsa_free(m->grads, (size_t)m->table.total * sizeof(float));
     dsa_free(m->requires_grad, (size_t)m->table.count * sizeof(bool));
     dsa_free(m->w, rows * DSA_W_SLOT_COUNT * sizeof(float *));
+    dsa_free(m->idx_stats, (size_t)m->cfg.num_hidden_layers * sizeof(DsaIndexerLoss));
     dsa_param_table_free(&m->table);
     memset(m, 0, sizeof *m);
+}
+
+/* ---- shapes of the DSA parts ------------------------------------------------------ */
+
+static DsaIndexerShape indexer_shape(const DsaModel *m, const Dims *d) {
+    return (DsaIndexerShape){
+        .batch = d->B,
+        .seq_len = d->L,
+        .heads = d->HI,
+        .head_dim = d->dI,
+        .rope_dim = d->dr,
+        .q_in = d->dq ? d->dq : d->D,
+        .x_in = d->D,
+        .topk = d->K,
+        .fp8 = m->mode.indexer_fp8,
+        .scale = (float)dsa_model_indexer_scale(&m->cfg),
+        .eps = 1e-6f,
+    };
+}
+
+static DsaSparseAttnShape sparse_shape(const DsaModel *m, const Dims *d) {
+    return (DsaSparseAttnShape){.batch = d->B, .seq_len = d->L, .heads = d->H, .qk_dim = d->dm, .v_dim = d->dc,
+                                .topk = d->K, .scale = (float)dsa_model_softmax_scale(&m->cfg)};
+}
+
+DsaForwardMode dsa_forward_mode_default(const DsaModelConfig *cfg) {
+    return (DsaForwardMode){.indexer_fp8 = true, .topk = cfg->has_indexer ? cfg->index_topk : 0};
+}
+
+DsaStatus dsa_model_set_mode(DsaModel *m, const DsaForwardMode *mode) {
+    if ((mode->sparse || mode->indexer_loss) && !m->cfg.has_indexer)
+        DSA_FAIL(DSA_ERR_CONFIG, "%s needs the lightning indexer, and the model has none (model.index_topk is null; "
+                 "add one with `dsa convert --add-indexer`)", mode->sparse ? "sparse attention" : "the indexer loss");
+    if (m->cfg.has_indexer && mode->topk < 1)
+        DSA_FAIL(DSA_ERR_CONFIG, "index_topk = %lld: must be >= 1", (long long)mode->topk);
+    m->mode = *mode;
+    return DSA_OK;
+}
+
+void dsa_model_reset_indexer_stats(DsaModel *m) {
+    memset(m->idx_stats, 0, (size_t)m->cfg.num_hidden_layers * sizeof(DsaIndexerLoss));
 }
 
 /* ---- workspace layout ------------------------------------------------------------ */
@@ -139,6 +189,12 @@ static void layout_workspace(DsaModel *m, Carver *cv, const Dims *d) {
         a->gate = carve(cv, d->N * d->I);
         a->up = carve(cv, d->N * d->I);
         a->act = carve(cv, d->N * d->I);
+        if (d->K) {
+            a->idx = (int32_t *)carve(cv, d->N * d->K);
+            a->qm = carve(cv, d->N * d->H * d->dm);
+            a->kvm = carve(cv, d->N * d->dm);
+            a->om = carve(cv, d->N * d->H * d->dc);
+        }
     }
     m->h_final = carve(cv, d->N * d->D);
     m->xf = carve(cv, d->N * d->D);
@@ -173,13 +229,34 @@ static void layout_workspace(DsaModel *m, Carver *cv, const Dims *d) {
     m->attn_scratch = carve(cv, m->be ? m->be->attention_scratch_floats(&shape) : d->B * d->H * d->L);
     m->kv = carve(cv, d->N * d->H * (d->dn + d->dv));
     m->kva = carve(cv, d->N * (d->dc + d->dr));
+    if (d->K) {
+        DsaIndexerShape is = indexer_shape(m, d);
+        float *ia = carve(cv, dsa_indexer_acts_floats(&is));
+        if (ia) dsa_indexer_acts_carve(&m->iacts, ia, &is);
+        m->idx_scores = carve(cv, d->N * d->K);
+        m->di_q = carve(cv, d->N * d->HI * d->dI);
+        m->di_k = carve(cv, d->N * d->dI);
+        m->di_w = carve(cv, d->N * d->HI);
+        int64_t w = d->dc > d->dn ? d->dc : d->dn;
+        w = w > d->dv ? w : d->dv;
+        m->abs_a = carve(cv, d->N * w);
+        m->abs_b = carve(cv, d->N * w);
+        m->abs_c = carve(cv, d->N * w);
+        m->dqm = carve(cv, d->N * d->H * d->dm);
+        m->dkvm = carve(cv, d->N * d->dm);
+        m->dom = carve(cv, d->N * d->H * d->dc);
+        DsaSparseAttnShape ss = sparse_shape(m, d);
+        m->sparse_scratch = carve(cv, (m->be ? m->be->sparse_attention_scratch_bytes(&ss) : 0) / 4 + 1);
+    }
 }
 
-int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len) {
+int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len, int64_t topk) {
     DsaModel tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.cfg = *cfg;
+    tmp.be = dsa_backend_cpu();
     tmp.batch = batch, tmp.seq_len = seq_len;
+    tmp.ws_topk = topk;
     Dims d = dims_of(&tmp);
     Carver cv = {0};
     layout_workspace(&tmp, &cv, &d);
@@ -187,9 +264,10 @@ int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int6
 }
 
 DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len) {
-    if (m->arena && m->batch == batch && m->seq_len == seq_len) return DSA_OK;
+    const int64_t topk = m->cfg.has_indexer ? m->mode.topk : 0;
+    if (m->arena && m->batch == batch && m->seq_len == seq_len && m->ws_topk == topk) return DSA_OK;
     free_workspace(m);
-    m->batch = batch, m->seq_len = seq_len;
+    m->batch = batch, m->seq_len = seq_len, m->ws_topk = topk;
     Dims d = dims_of(m);
     Carver cv = {0};
     layout_workspace(m, &cv, &d);
@@ -216,9 +294,84 @@ DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len) {
     return DSA_OK;
 }
 
+/* ---- DSA parts of the forward --------------------------------------------------------- */
+
+static DsaIndexerWeights indexer_weights(const DsaModel *m, int l) {
+    return (DsaIndexerWeights){.wq_b = W(m, l, DSA_W_IDX_WQ_B), .wk = W(m, l, DSA_W_IDX_WK),
+                               .k_norm_weight = W(m, l, DSA_W_IDX_K_NORM),
+                               .k_norm_bias = W(m, l, DSA_W_IDX_K_NORM_BIAS),
+                               .weights_proj = W(m, l, DSA_W_IDX_WEIGHTS_PROJ)};
+}
+
+/* The indexer's forward and top-k of layer l (DSA-SPEC §5), from the detached x and cQ. */
+static DsaStatus indexer_select(DsaModel *m, int l, const Dims *d) {
+    DsaLayerActs *a = &m->acts[l];
+    DsaIndexerShape is = indexer_shape(m, d);
+    DsaIndexerWeights wt = indexer_weights(m, l);
+    dsa_indexer_forward(&m->iacts, a->x, d->dq ? a->cq : a->x, &wt, &is, m->rope_cos, m->rope_sin, m->be);
+    return dsa_indexer_topk(a->idx, m->idx_scores, &m->iacts, &is);
+}
+
+/* The indexer loss of layer l (stage 1: dense, §6.2; stage 2: over S_t, §6.3) and, for
+ * the indexer tensors that require a gradient, its backward (§7). The targets are read
+ * from the attention's saved state only: nothing flows back into the main model. */
+static DsaStatus indexer_train(DsaModel *m, int l, const Dims *d, bool sparse) {
+    DsaLayerActs *a = &m->acts[l];
+    DsaIndexerShape is = indexer_shape(m, d);
+    DsaIndexerWeights wt = indexer_weights(m, l);
+    DsaIndexerGrads g = {.wq_b = G(m, l, DSA_W_IDX_WQ_B), .wk = G(m, l, DSA_W_IDX_WK),
+                         .k_norm_weight = G(m, l, DSA_W_IDX_K_NORM), .k_norm_bias = G(m, l, DSA_W_IDX_K_NORM_BIAS),
+                         .weights_proj = G(m, l, DSA_W_IDX_WEIGHTS_PROJ)};
+    const bool grads = g.wq_b || g.wk || g.k_norm_weight || g.k_norm_bias || g.weights_proj;
+    const float gs = grads ? m->mode.indexer_grad_scale : 0.0f;
+    const float tau = (float)dsa_model_softmax_scale(&m->cfg);
+    if (sparse) {
+        DsaSparseTarget tg = {.q = a->qm, .kv = a->kvm, .lse = a->lse, .heads = d->H, .qk_dim = d->dm, .scale = tau};
+        DSA_TRY(dsa_indexer_kl_sparse(&m->idx_stats[l], m->di_q, m->di_k, m->di_w, &m->iacts, &is, &tg, a->idx,
+                                      m->idx_scores, gs));
+        dsa_indexer_sparse_recall(&m->idx_stats[l], &is, &tg, a->idx, m->mode.recall_rows);
+    } else {
+        DsaDenseTarget tg = {.q = a->q, .k = a->k, .lse = a->lse, .heads = d->H, .qk_dim = d->dqk, .scale = tau};
+        DSA_TRY(dsa_indexer_kl_dense(&m->idx_stats[l], m->di_q, m->di_k, m->di_w, &m->iacts, &is, &tg, a->idx,
+                                     m->idx_scores, gs));
+    }
+    if (gs != 0.0f)
+        dsa_indexer_backward(&g, m->di_q, m->di_k, m->di_w, &m->iacts, a->x, d->dq ? a->cq : a->x, &wt, &is,
+                             m->rope_cos, m->rope_sin, m->be);
+    return DSA_OK;
+}
+
+/* Sparse MLA attention of layer l in the absorbed form (DSA-SPEC §4.2):
+ *   Q_t,h = [W_UK[h]ᵀ qN_t,h ‖ qR_t,h],  K_s = [c_s ‖ kR_s],  ō = Σ_{s∈S_t} P c_s,
+ *   o_t,h = W_UV[h] ō_t,h.
+ * W_UK[h] and W_UV[h] are the d_n × d_c and d_v × d_c row blocks of kv_b_proj (§3.1). */
+static void attention_sparse_forward(DsaModel *m, int l, const Dims *d) {
+    const DsaBackend *be = m->be;
+    DsaLayerActs *a = &m->acts[l];
+    const int64_t N = d->N, H = d->H, kv_w = d->dn + d->dv, kva_w = d->dc + d->dr;
+    const float *wkvb = W(m, l, DSA_W_KV_B);
+    for (int64_t h = 0; h < H; h++) {
+        const float *w_uk = wkvb + h * kv_w * d->dc;
+        be->copy_2d(m->abs_a, d->dn, a->q + h * d->dqk, H * d->dqk, N, d->dn, false);
+        be->linear_backward(m->abs_b, NULL, m->abs_a, NULL, w_uk, N, d->dc, d->dn); /* qN · W_UK */
+        be->copy_2d(a->qm + h * d->dm, H * d->dm, m->abs_b, d->dc, N, d->dc, false);
+        be->copy_2d(a->qm + h * d->dm + d->dc, H * d->dm, a->q + h * d->dqk + d->dn, H * d->dqk, N, d->dr, false);
+    }
+    be->copy_2d(a->kvm, d->dm, a->c, d->dc, N, d->dc, false);
+    be->copy_2d(a->kvm + d->dc, d->dm, m->kva + d->dc, kva_w, N, d->dr, false);
+    DsaSparseAttnShape ss = sparse_shape(m, d);
+    be->sparse_attention_forward(a->om, a->lse, a->qm, a->kvm, a->idx, &ss);
+    for (int64_t h = 0; h < H; h++) {
+        const float *w_uv = wkvb + (h * kv_w + d->dn) * d->dc;
+        be->copy_2d(m->abs_a, d->dc, a->om + h * d->dc, H * d->dc, N, d->dc, false);
+        be->linear_forward(m->abs_b, m->abs_a, w_uv, N, d->dc, d->dv);
+        be->copy_2d(a->o + h * d->dv, H * d->dv, m->abs_b, d->dv, N, d->dv, false);
+    }
+}
+
 /* ---- forward ------------------------------------------------------------------------ */
 
-static void layer_forward(DsaModel *m, int l, const Dims *d) {
+static DsaStatus layer_forward(DsaModel *m, int l, const Dims *d) {
     const DsaBackend *be = m->be;
     DsaLayerActs *a = &m->acts[l];
     const float eps = (float)m->cfg.rms_norm_eps;
@@ -240,16 +393,24 @@ static void layer_forward(DsaModel *m, int l, const Dims *d) {
     be->copy_2d(a->ckv, d->dc, m->kva, kva_w, N, d->dc, false);
     be->rmsnorm_forward(a->c, a->rstd_kv, a->ckv, W(m, l, DSA_W_KV_A_NORM), N, d->dc, eps);
     be->rope_forward(m->kva + d->dc, m->rope_cos, m->rope_sin, N, d->L, 1, d->dr, kva_w, d->dr);
-    be->linear_forward(m->kv, a->c, W(m, l, DSA_W_KV_B), N, d->dc, H * kv_w);
-    for (int64_t h = 0; h < H; h++) {
-        be->copy_2d(a->k + h * d->dqk, H * d->dqk, m->kv + h * kv_w, H * kv_w, N, d->dn, false);
-        be->copy_2d(a->k + h * d->dqk + d->dn, H * d->dqk, m->kva + d->dc, kva_w, N, d->dr, false);
-        be->copy_2d(a->v + h * d->dv, H * d->dv, m->kv + h * kv_w + d->dn, H * kv_w, N, d->dv, false);
+    const bool sparse = m->fwd_sparse; /* L <= k: every causal key is selected, dense is the same */
+    if (d->K && (m->mode.sparse || m->mode.indexer_loss)) DSA_TRY(indexer_select(m, l, d));
+    if (sparse) {
+        attention_sparse_forward(m, l, d);
+    } else {
+        be->linear_forward(m->kv, a->c, W(m, l, DSA_W_KV_B), N, d->dc, H * kv_w);
+        for (int64_t h = 0; h < H; h++) {
+            be->copy_2d(a->k + h * d->dqk, H * d->dqk, m->kv + h * kv_w, H * kv_w, N, d->dn, false);
+            be->copy_2d(a->k + h * d->dqk + d->dn, H * d->dqk, m->kva + d->dc, kva_w, N, d->dr, false);
+            be->copy_2d(a->v + h * d->dv, H * d->dv, m->kv + h * kv_w + d->dn, H * kv_w, N, d->dv, false);
+        }
+        /* attention (step 7, MHA form §4.1) */
+        DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = H, .qk_dim = d->dqk, .v_dim = d->dv,
+                              .scale = (float)dsa_model_softmax_scale(&m->cfg)};
+        be->attention_forward(a->o, a->lse, a->q, a->k, a->v, &shape);
     }
-    /* attention and output projection (steps 7-8) */
-    DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = H, .qk_dim = d->dqk, .v_dim = d->dv,
-                          .scale = (float)dsa_model_softmax_scale(&m->cfg)};
-    be->attention_forward(a->o, a->lse, a->q, a->k, a->v, &shape);
+    if (d->K && m->mode.indexer_loss) DSA_TRY(indexer_train(m, l, d, sparse));
+    /* output projection (step 8) */
     be->linear_forward(a->h_mid, a->o, W(m, l, DSA_W_O), N, H * d->dv, d->D);
     be->add(a->h_mid, a->h_in, N * d->D);
     /* FFN */
@@ -260,6 +421,7 @@ static void layer_forward(DsaModel *m, int l, const Dims *d) {
     be->swiglu_forward(a->act, a->gate, a->up, N * d->I);
     be->linear_forward(h_out, a->act, W(m, l, DSA_W_DOWN), N, d->I, d->D);
     be->add(h_out, a->h_mid, N * d->D);
+    return DSA_OK;
 }
 
 DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
@@ -278,7 +440,8 @@ DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *t
     }
     float *h0 = d.nL ? m->acts[0].h_in : m->h_final;
     be->embedding_forward(h0, m->inputs, W(m, -1, DSA_W_EMBED), d.N, d.D);
-    for (int l = 0; l < (int)d.nL; l++) layer_forward(m, l, &d);
+    m->fwd_sparse = m->mode.sparse && d.K && (d.L > d.K || m->mode.mqa_always);
+    for (int l = 0; l < (int)d.nL; l++) DSA_TRY(layer_forward(m, l, &d));
     be->rmsnorm_forward(m->xf, m->rstdf, m->h_final, W(m, -1, DSA_W_FINAL_NORM), d.N, d.D,
                         (float)m->cfg.rms_norm_eps);
     be->linear_forward(m->logits, m->xf, W(m, -1, DSA_W_LM_HEAD), d.N, d.D, d.V);
@@ -289,6 +452,60 @@ DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *t
     return DSA_OK;
 }
 
+/* Dense MHA attention backward (§4.1): ∂q into m->dq, ∂c into m->dc (through W_UKV,
+ * whose gradient accumulates), the head-summed ∂kR into m->dkr. */
+static void attention_dense_backward(DsaModel *m, int l, const Dims *d) {
+    const DsaBackend *be = m->be;
+    DsaLayerActs *a = &m->acts[l];
+    const int64_t N = d->N, H = d->H, kv_w = d->dn + d->dv;
+    DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = H, .qk_dim = d->dqk, .v_dim = d->dv,
+                          .scale = (float)dsa_model_softmax_scale(&m->cfg)};
+    be->attention_backward(m->dq, m->dk, m->dv, m->do_, a->o, a->lse, a->q, a->k, a->v, &shape, m->attn_scratch);
+    /* gather per-head grads into [dkN ‖ dv] rows and the shared dkR */
+    for (int64_t h = 0; h < H; h++) {
+        be->copy_2d(m->dkv + h * kv_w, H * kv_w, m->dk + h * d->dqk, H * d->dqk, N, d->dn, false);
+        be->copy_2d(m->dkv + h * kv_w + d->dn, H * kv_w, m->dv + h * d->dv, H * d->dv, N, d->dv, false);
+        be->copy_2d(m->dkr, d->dr, m->dk + h * d->dqk + d->dn, H * d->dqk, N, d->dr, h > 0);
+    }
+    be->linear_backward(m->dc, G(m, l, DSA_W_KV_B), m->dkv, a->c, W(m, l, DSA_W_KV_B), N, d->dc, H * kv_w);
+}
+
+/* Sparse MQA attention backward (§4.2), the transpose of attention_sparse_forward:
+ * through W_UV (∂ō, ∂W_UV), the sparse core (∂Q, ∂K), then W_UK (∂qN, ∂W_UK); ∂c is the
+ * latent part of ∂K, ∂kR its rotary part. */
+static void attention_sparse_backward(DsaModel *m, int l, const Dims *d) {
+    const DsaBackend *be = m->be;
+    DsaLayerActs *a = &m->acts[l];
+    const int64_t N = d->N, H = d->H, kv_w = d->dn + d->dv;
+    const float *wkvb = W(m, l, DSA_W_KV_B);
+    float *gkvb = G(m, l, DSA_W_KV_B);
+    for (int64_t h = 0; h < H; h++) {
+        const int64_t uv = (h * kv_w + d->dn) * d->dc;
+        be->copy_2d(m->abs_a, d->dv, m->do_ + h * d->dv, H * d->dv, N, d->dv, false);
+        be->copy_2d(m->abs_b, d->dc, a->om + h * d->dc, H * d->dc, N, d->dc, false);
+        /* o = ō W_UVᵀ: ∂ō = ∂o W_UV into dom, ∂W_UV += ∂oᵀ ō */
+        be->linear_backward(m->abs_c, gkvb ? gkvb + uv : NULL, m->abs_a, m->abs_b, wkvb + uv, N, d->dc, d->dv);
+        be->copy_2d(m->dom + h * d->dc, H * d->dc, m->abs_c, d->dc, N, d->dc, false);
+    }
+    DsaSparseAttnShape ss = sparse_shape(m, d);
+    be->sparse_attention_backward(m->dqm, m->dkvm, m->dom, a->om, a->lse, a->qm, a->kvm, a->idx, &ss,
+                                  m->sparse_scratch);
+    for (int64_t h = 0; h < H; h++) {
+        const int64_t uk = h * kv_w * d->dc;
+        /* q̄ = qN W_UK: ∂qN = ∂q̄ W_UKᵀ, ∂W_UK += qNᵀ ∂q̄ */
+        be->copy_2d(m->abs_a, d->dc, m->dqm + h * d->dm, H * d->dm, N, d->dc, false);
+        be->linear_forward(m->abs_b, m->abs_a, wkvb + uk, N, d->dc, d->dn);
+        be->copy_2d(m->dq + h * d->dqk, H * d->dqk, m->abs_b, d->dn, N, d->dn, false);
+        be->copy_2d(m->dq + h * d->dqk + d->dn, H * d->dqk, m->dqm + h * d->dm + d->dc, H * d->dm, N, d->dr, false);
+        if (gkvb) {
+            be->copy_2d(m->abs_b, d->dn, a->q + h * d->dqk, H * d->dqk, N, d->dn, false);
+            be->linear_backward(NULL, gkvb + uk, m->abs_b, m->abs_a, wkvb + uk, N, d->dc, d->dn);
+        }
+    }
+    be->copy_2d(m->dc, d->dc, m->dkvm, d->dm, N, d->dc, false);
+    be->copy_2d(m->dkr, d->dr, m->dkvm + d->dc, d->dm, N, d->dr, false);
+}
+
 /* ---- backward ----------------------------------------------------------------------- */
 
 /* On entry m->dh holds ∂loss/∂(layer output); on exit ∂loss/∂(layer input). */
@@ -296,7 +513,7 @@ static void layer_backward(DsaModel *m, int l, const Dims *d) {
     const DsaBackend *be = m->be;
     DsaLayerActs *a = &m->acts[l];
     const int64_t N = d->N, H = d->H, D = d->D;
-    const int64_t kva_w = d->dc + d->dr, kv_w = d->dn + d->dv;
+    const int64_t kva_w = d->dc + d->dr;
 
     /* FFN branch: out = h_mid + down(act) */
     be->linear_backward(m->dact, G(m, l, DSA_W_DOWN), m->dh, a->act, W(m, l, DSA_W_DOWN), N, d->I, D);
@@ -310,9 +527,11 @@ static void layer_backward(DsaModel *m, int l, const Dims *d) {
 
     /* attention branch: h_mid = h_in + W_O o */
     be->linear_backward(m->do_, G(m, l, DSA_W_O), m->dh, a->o, W(m, l, DSA_W_O), N, H * d->dv, D);
-    DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = H, .qk_dim = d->dqk, .v_dim = d->dv,
-                          .scale = (float)dsa_model_softmax_scale(&m->cfg)};
-    be->attention_backward(m->dq, m->dk, m->dv, m->do_, a->o, a->lse, a->q, a->k, a->v, &shape, m->attn_scratch);
+    /* attention core: ∂q (m->dq), ∂c (m->dc) and the shared ∂kR (m->dkr) */
+    if (m->fwd_sparse)
+        attention_sparse_backward(m, l, d);
+    else
+        attention_dense_backward(m, l, d);
 
     /* query path: rotate the gradient back, then through W_UQ, the q norm and W_DQ */
     be->rope_backward(m->dq + d->dn, m->rope_cos, m->rope_sin, N, d->L, H, d->dr, H * d->dqk, d->dqk);
@@ -325,13 +544,6 @@ static void layer_backward(DsaModel *m, int l, const Dims *d) {
         be->linear_backward(m->dx, G(m, l, DSA_W_Q), m->dq, a->x, W(m, l, DSA_W_Q), N, D, H * d->dqk);
     }
 
-    /* key/value path: gather per-head grads into [dkN ‖ dv] rows and the shared dkR */
-    for (int64_t h = 0; h < H; h++) {
-        be->copy_2d(m->dkv + h * kv_w, H * kv_w, m->dk + h * d->dqk, H * d->dqk, N, d->dn, false);
-        be->copy_2d(m->dkv + h * kv_w + d->dn, H * kv_w, m->dv + h * d->dv, H * d->dv, N, d->dv, false);
-        be->copy_2d(m->dkr, d->dr, m->dk + h * d->dqk + d->dn, H * d->dqk, N, d->dr, h > 0);
-    }
-    be->linear_backward(m->dc, G(m, l, DSA_W_KV_B), m->dkv, a->c, W(m, l, DSA_W_KV_B), N, d->dc, H * kv_w);
     be->rmsnorm_backward(m->dtmp, G(m, l, DSA_W_KV_A_NORM), m->dc, a->ckv, W(m, l, DSA_W_KV_A_NORM), a->rstd_kv, N,
                          d->dc);
     be->copy_2d(m->dkva, kva_w, m->dtmp, d->dc, N, d->dc, false);

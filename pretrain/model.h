@@ -24,8 +24,25 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "indexer/indexer.h"
 #include "kernels/backend.h"
 #include "pretrain/params.h"
+
+/* How the next forwards run (DSA-SPEC §6): attention over all causal keys or over the
+ * indexer's top-k (sparse MQA form, §4.2; dense whenever seq_len <= topk, which is the
+ * same result), and whether each layer's indexer loss is computed. The indexer loss and
+ * its gradients are formed inside the forward, right after the layer's attention, from
+ * detached inputs (§6.2, §6.4); its gradients go to the indexer parameters that require
+ * one, scaled by indexer_grad_scale (1/|R|, the valid rows of the whole step). */
+typedef struct {
+    bool sparse;               /* top-k attention (needs the indexer) */
+    bool indexer_loss;         /* KL of every layer's indexer (stats, and grads where required) */
+    bool indexer_fp8;          /* FP8 round trip of the indexer's q and k (§5.2); off for gradient checks */
+    int64_t topk;              /* k (index_topk) */
+    float indexer_grad_scale;  /* scale of ∂KL/∂I (0: no indexer gradients) */
+    int64_t recall_rows;       /* sparse: query rows per sequence for the dense recall metric (0: off) */
+    bool mqa_always;           /* tests: the sparse MQA path even when seq_len <= topk */
+} DsaForwardMode;
 
 /* Saved activations of one layer; shapes for N = batch · seq_len tokens. */
 typedef struct {
@@ -49,6 +66,11 @@ typedef struct {
     float *gate;   /* (N, I) */
     float *up;     /* (N, I) */
     float *act;    /* (N, I) silu(gate) ⊙ up */
+    /* with the indexer */
+    int32_t *idx;  /* (N, k) top-k keys of each query (sparse stage and metrics) */
+    float *qm;     /* (N, H, d_c + d_r) absorbed queries [W_UKᵀ qN ‖ qR] (sparse, §4.2) */
+    float *kvm;    /* (N, d_c + d_r) shared key rows [c ‖ kR] */
+    float *om;     /* (N, H, d_c) latent attention output ō */
 } DsaLayerActs;
 
 typedef struct {
@@ -77,6 +99,17 @@ typedef struct {
         *attn_scratch, *kv, *kva;
     int64_t count; /* tokens with a target in the last forward */
     bool have_forward;
+
+    /* DSA: the mode of the next forwards and what the indexer measured */
+    DsaForwardMode mode;
+    int64_t ws_topk;          /* k the workspace was laid out for */
+    bool fwd_sparse;          /* the last forward ran the sparse MQA path */
+    DsaIndexerLoss *idx_stats; /* (num_layers) accumulated since dsa_model_reset_indexer_stats */
+    DsaIndexerActs iacts;     /* shared by all layers (consumed inside each layer's forward) */
+    float *idx_scores, *di_q, *di_k, *di_w; /* (N, k), indexer grads (N, H_I, d_I), (N, d_I), (N, H_I) */
+    float *abs_a, *abs_b, *abs_c; /* (N, max(d_c, d_n, d_v)) absorption scratch */
+    float *dqm, *dkvm, *dom;  /* sparse backward: (N, H, d_c + d_r), (N, d_c + d_r), (N, H, d_c) */
+    void *sparse_scratch;
 } DsaModel;
 
 /* Build the parameter table for `cfg` and allocate parameters and gradients (zeros).
@@ -87,8 +120,8 @@ void dsa_model_free(DsaModel *m);
 /* Allocate the activation workspace for micro-batches of batch × seq_len tokens (a no-op
  * when already sized so). Errors name the bytes wanted. */
 DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len);
-/* Bytes the workspace for (batch, seq_len) needs, without allocating. */
-int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len);
+/* Bytes the workspace for (batch, seq_len) needs with top-k k, without allocating. */
+int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len, int64_t topk);
 
 /* Forward of batch sequences of seq_len tokens (inputs[b·L + t]); targets < 0 are not
  * counted. Returns the summed cross-entropy and the number of counted targets; saves
@@ -98,6 +131,13 @@ DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *t
 /* Backward of `loss_scale · Σ losses` of the last forward; accumulates into m->grads. */
 void dsa_model_backward(DsaModel *m, float loss_scale);
 void dsa_model_zero_grad(DsaModel *m);
+
+/* Set how the next forwards run. Refuses sparse attention or an indexer loss without
+ * the indexer. Changing topk re-lays out the workspace at the next forward. */
+DsaStatus dsa_model_set_mode(DsaModel *m, const DsaForwardMode *mode);
+/* The default mode: dense attention, no indexer loss, FP8 on, k = model.index_topk. */
+DsaForwardMode dsa_forward_mode_default(const DsaModelConfig *cfg);
+void dsa_model_reset_indexer_stats(DsaModel *m);
 
 /* Training FLOPs per token for a sequence of seq_len (forward + backward = 3× forward):
  * 6 · (weights used per token in matmuls) + 6 · causal attention (QK and PV) per token,

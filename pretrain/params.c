@@ -22,6 +22,11 @@ static const struct {
     {DSA_W_KV_A_NORM, "model.layers.%d.self_attn.kv_a_layernorm.weight"},
     {DSA_W_KV_B, "model.layers.%d.self_attn.kv_b_proj.weight"},
     {DSA_W_O, "model.layers.%d.self_attn.o_proj.weight"},
+    {DSA_W_IDX_WQ_B, "model.layers.%d.self_attn.indexer.wq_b.weight"},
+    {DSA_W_IDX_WK, "model.layers.%d.self_attn.indexer.wk.weight"},
+    {DSA_W_IDX_K_NORM, "model.layers.%d.self_attn.indexer.k_norm.weight"},
+    {DSA_W_IDX_K_NORM_BIAS, "model.layers.%d.self_attn.indexer.k_norm.bias"},
+    {DSA_W_IDX_WEIGHTS_PROJ, "model.layers.%d.self_attn.indexer.weights_proj.weight"},
     {DSA_W_POST_NORM, "model.layers.%d.post_attention_layernorm.weight"},
     {DSA_W_GATE, "model.layers.%d.mlp.gate_proj.weight"},
     {DSA_W_UP, "model.layers.%d.mlp.up_proj.weight"},
@@ -62,6 +67,23 @@ static bool slot_shape(const DsaModelConfig *m, DsaWeightSlot slot, int *ndim, i
     case DSA_W_GATE:
     case DSA_W_UP: r = m->intermediate_size, c = D; break;
     case DSA_W_DOWN: r = D, c = m->intermediate_size; break;
+    case DSA_W_IDX_WQ_B:
+        if (!m->has_indexer) return false;
+        r = m->index_n_heads * m->index_head_dim, c = m->has_q_lora ? m->q_lora_rank : D;
+        break;
+    case DSA_W_IDX_WK:
+        if (!m->has_indexer) return false;
+        r = m->index_head_dim, c = D;
+        break;
+    case DSA_W_IDX_K_NORM:
+    case DSA_W_IDX_K_NORM_BIAS:
+        if (!m->has_indexer) return false;
+        r = m->index_head_dim;
+        break;
+    case DSA_W_IDX_WEIGHTS_PROJ:
+        if (!m->has_indexer) return false;
+        r = m->index_n_heads, c = D;
+        break;
     default: return false;
     }
     *ndim = c ? 2 : 1;
@@ -71,8 +93,10 @@ static bool slot_shape(const DsaModelConfig *m, DsaWeightSlot slot, int *ndim, i
 
 static bool slot_is_norm(DsaWeightSlot s) {
     return s == DSA_W_FINAL_NORM || s == DSA_W_INPUT_NORM || s == DSA_W_POST_NORM || s == DSA_W_Q_A_NORM ||
-           s == DSA_W_KV_A_NORM;
+           s == DSA_W_KV_A_NORM || s == DSA_W_IDX_K_NORM;
 }
+
+bool dsa_param_slot_is_indexer(DsaWeightSlot s) { return s >= DSA_W_IDX_WQ_B && s <= DSA_W_IDX_WEIGHTS_PROJ; }
 
 static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot slot, int layer, const char *name) {
     DsaParamInfo *p = &t->info[t->count];
@@ -83,8 +107,9 @@ static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot s
     p->numel = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
     p->offset = t->total;
     p->is_norm = slot_is_norm(slot);
-    p->decay = !p->is_norm; /* DSA-SPEC §1: no decay on norms or biases */
-    p->group = DSA_GROUP_MAIN;
+    p->is_bias = slot == DSA_W_IDX_K_NORM_BIAS;
+    p->decay = !p->is_norm && !p->is_bias; /* DSA-SPEC §1: no decay on norms or biases */
+    p->group = dsa_param_slot_is_indexer(slot) ? DSA_GROUP_INDEXER : DSA_GROUP_MAIN;
     /* NOTE: 16-float alignment keeps every tensor 64-byte aligned for vector loads. */
     t->total += (p->numel + 15) / 16 * 16;
     t->count++;
@@ -98,11 +123,6 @@ DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m) {
                  "layers are not supported by the trainer yet; set model.n_routed_experts to null for a dense model",
                  (long long)m->n_routed_experts, (long long)m->first_k_dense_replace,
                  (long long)m->num_hidden_layers);
-    if (m->has_indexer)
-        DSA_FAIL(DSA_ERR_CONFIG,
-                 "model.index_topk = %lld: the lightning indexer is not supported by the trainer yet; set "
-                 "model.index_topk to null to train the dense model",
-                 (long long)m->index_topk);
     if (m->tie_word_embeddings)
         DSA_FAIL(DSA_ERR_CONFIG, "model.tie_word_embeddings = true is not supported (DeepSeek models untie them)");
     int max = 3 + (int)m->num_hidden_layers * (int)(sizeof layer_names / sizeof layer_names[0]);
@@ -139,15 +159,32 @@ const DsaParamInfo *dsa_param_slot(const DsaParamTable *t, int layer, DsaWeightS
     return NULL;
 }
 
+/* One tensor: norms 1, biases 0, else N(0, std²) from Philox stream `stream`. */
+static void init_tensor(const DsaParamInfo *p, float *params, uint64_t seed, uint64_t stream, double std) {
+    float *w = params + p->offset;
+    if (p->is_norm || p->is_bias) {
+        for (int64_t j = 0; j < p->numel; j++) w[j] = p->is_norm ? 1.0f : 0.0f;
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < p->numel; j++) w[j] = (float)(std * dsa_rng_normal_at(seed, stream, (uint64_t)j));
+}
+
+/* Stream of an indexer tensor: keyed by (layer, slot), far from the table indices. */
+static uint64_t indexer_stream(const DsaParamInfo *p) {
+    return 0x1D000000ull + (uint64_t)p->layer * DSA_W_SLOT_COUNT + (uint64_t)p->slot;
+}
+
 void dsa_param_init(const DsaParamTable *t, float *params, uint64_t seed, double std) {
     for (int i = 0; i < t->count; i++) {
         const DsaParamInfo *p = &t->info[i];
-        float *w = params + p->offset;
-        if (p->is_norm) {
-            for (int64_t j = 0; j < p->numel; j++) w[j] = 1.0f;
-            continue;
-        }
-#pragma omp parallel for schedule(static)
-        for (int64_t j = 0; j < p->numel; j++) w[j] = (float)(std * dsa_rng_normal_at(seed, (uint64_t)i, (uint64_t)j));
+        init_tensor(p, params, seed, p->group == DSA_GROUP_INDEXER ? indexer_stream(p) : (uint64_t)i, std);
+    }
+}
+
+void dsa_param_init_indexer(const DsaParamTable *t, float *params, uint64_t seed, double std) {
+    for (int i = 0; i < t->count; i++) {
+        const DsaParamInfo *p = &t->info[i];
+        if (p->group == DSA_GROUP_INDEXER) init_tensor(p, params, seed, indexer_stream(p), std);
     }
 }

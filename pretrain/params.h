@@ -6,9 +6,10 @@
  * gradients and AdamW moments are each one allocation of `total` floats with the same
  * layout (llm.c style), so an offset found here addresses all four.
  *
- * Supported now: the dense DeepSeek-V3 decoder (DSA-SPEC §3.1 without MoE, without the
- * indexer and without MTP), with or without the query latent (q_lora_rank null as in
- * DeepSeek-V2-Lite: `q_proj`). MoE layers and the indexer tensors are refused by name.
+ * Supported now: the DeepSeek-V3 / V3.2 decoder with dense FFNs (DSA-SPEC §3.1 without
+ * MoE and without MTP), with or without the query latent (q_lora_rank null as in
+ * DeepSeek-V2-Lite: `q_proj`), with the five lightning-indexer tensors per layer when
+ * model.index_topk is set (optimizer group DSA_GROUP_INDEXER). MoE layers are refused.
  */
 #ifndef DSA_PRETRAIN_PARAMS_H
 #define DSA_PRETRAIN_PARAMS_H
@@ -37,6 +38,12 @@ typedef enum {
     DSA_W_GATE,          /* mlp.gate_proj.weight             [I, D] */
     DSA_W_UP,            /* mlp.up_proj.weight               [I, D] */
     DSA_W_DOWN,          /* mlp.down_proj.weight             [D, I] */
+    /* the lightning indexer (DSA-SPEC §3.1, §5), present when model.index_topk is set */
+    DSA_W_IDX_WQ_B,      /* self_attn.indexer.wq_b.weight    [H_I·d_I, d_q] (or [.., D] without q latent) */
+    DSA_W_IDX_WK,        /* self_attn.indexer.wk.weight      [d_I, D] */
+    DSA_W_IDX_K_NORM,    /* self_attn.indexer.k_norm.weight  [d_I] */
+    DSA_W_IDX_K_NORM_BIAS, /* self_attn.indexer.k_norm.bias  [d_I] */
+    DSA_W_IDX_WEIGHTS_PROJ, /* self_attn.indexer.weights_proj.weight [H_I, D] */
     DSA_W_SLOT_COUNT,
 } DsaWeightSlot;
 
@@ -55,7 +62,8 @@ typedef struct {
     int64_t offset;                /* in floats, into the flat buffers */
     int64_t numel;
     bool decay;                    /* weight decay applies (not to norms or biases) */
-    bool is_norm;                  /* RMSNorm weight: initialized to 1 */
+    bool is_norm;                  /* norm weight: initialized to 1 */
+    bool is_bias;                  /* bias (k_norm.bias): initialized to 0 */
     DsaParamGroup group;
 } DsaParamInfo;
 
@@ -65,8 +73,8 @@ typedef struct {
     int64_t total;      /* floats in one flat buffer */
 } DsaParamTable;
 
-/* Build the table for `m`. Refuses (DSA_ERR_CONFIG, naming the key) what the dense
- * model does not support yet: MoE layers and the lightning indexer. */
+/* Build the table for `m`. Refuses (DSA_ERR_CONFIG, naming the key) what the model
+ * does not support yet: MoE layers and tied embeddings. */
 DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m);
 void dsa_param_table_free(DsaParamTable *t);
 
@@ -75,9 +83,19 @@ const DsaParamInfo *dsa_param_find(const DsaParamTable *t, const char *name);
 /* The entry of (layer, slot), or NULL when the model has no such tensor. */
 const DsaParamInfo *dsa_param_slot(const DsaParamTable *t, int layer, DsaWeightSlot slot);
 
-/* Fresh initialization (the HF DeepSeek-V3 rule): norms 1, every other tensor
- * N(0, initializer_range²), each tensor from its own Philox stream keyed by its index in
- * the table, so the values depend only on (seed, config), never on thread count. */
+/* Fresh initialization (the HF DeepSeek-V3 rule): norms 1, biases 0, every other tensor
+ * N(0, initializer_range²), each tensor from its own Philox stream, so the values depend
+ * only on (seed, config), never on thread count. Main-model tensors are keyed by their
+ * index in the table; indexer tensors by (layer, slot) (dsa_param_init_indexer). */
 void dsa_param_init(const DsaParamTable *t, float *params, uint64_t seed, double std);
+
+/* Fresh indexer weights only (DSA-SPEC §3.2 Decision): wq_b, wk, weights_proj
+ * ~ N(0, std²), k_norm.weight = 1, k_norm.bias = 0, each tensor from the Philox stream
+ * keyed by (layer, slot) under `seed`: the same values whatever else the table holds, so
+ * `dsa convert --add-indexer` and a fresh DSA model agree. */
+void dsa_param_init_indexer(const DsaParamTable *t, float *params, uint64_t seed, double std);
+
+/* Is this slot one of the indexer's? */
+bool dsa_param_slot_is_indexer(DsaWeightSlot slot);
 
 #endif

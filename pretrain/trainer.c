@@ -70,16 +70,13 @@ static int stage_of(const DsaConfig *cfg, int64_t step, int64_t *stage_start) {
 static DsaStatus check_supported(const DsaConfig *cfg) {
     for (int s = 0; s < cfg->num_stages; s++) {
         const DsaStageConfig *st = &cfg->stages[s];
-        if (strcmp(st->attention, "dense") != 0)
+        const bool needs_indexer = !strcmp(st->attention, "sparse") || !strcmp(st->trainable, "indexer");
+        if (needs_indexer && !cfg->model.has_indexer)
             DSA_FAIL(DSA_ERR_CONFIG,
-                     "%s: stages.%d (\"%s\") has attention \"%s\": sparse attention needs the lightning indexer, "
-                     "which this trainer does not have yet; use \"dense\"",
-                     cfg->source, s, st->name, st->attention);
-        if (strcmp(st->trainable, "all") != 0)
-            DSA_FAIL(DSA_ERR_CONFIG,
-                     "%s: stages.%d (\"%s\") trains \"%s\": only \"all\" (LM training) is supported until the "
-                     "lightning indexer lands",
-                     cfg->source, s, st->name, st->trainable);
+                     "%s: stages.%d (\"%s\") has attention \"%s\" and trains \"%s\", which needs the lightning "
+                     "indexer, but model.index_topk is null: give the model an indexer (model.index_topk, "
+                     "index_n_heads, index_head_dim; `dsa convert --add-indexer` adds one to a dense checkpoint)",
+                     cfg->source, s, st->name, st->attention, st->trainable);
     }
     if (cfg->data.num_train == 0)
         DSA_FAIL(DSA_ERR_CONFIG, "%s: data.train is empty: give the token shards to train on (dsa pack makes them)",
@@ -328,6 +325,43 @@ static DsaStatus load_init_weights(Trainer *t, const char *from) {
     return DSA_OK;
 }
 
+/* ---- indexer metrics ------------------------------------------------------------------- */
+
+typedef struct {
+    double kl_total;      /* Σ_layers KL: the indexer objective L^I (DSA-SPEC §6.1) */
+    double recall_mean;   /* mean over layers of the captured dense attention mass */
+    double selected_mean; /* mean keys attended per query row */
+} IndexerSummary;
+
+static void summarize_indexer(const DsaModel *m, IndexerSummary *sum) {
+    const int nL = (int)m->cfg.num_hidden_layers;
+    for (int l = 0; l < nL; l++) {
+        const DsaIndexerLoss *x = &m->idx_stats[l];
+        sum->kl_total += x->rows ? x->kl_sum / (double)x->rows : 0.0;
+        sum->recall_mean += x->mass_rows ? x->mass_sum / (double)x->mass_rows / nL : 0.0;
+        sum->selected_mean += x->rows ? x->selected_sum / (double)x->rows / nL : 0.0;
+    }
+}
+
+/* The indexer fields of a metrics line: per-layer KL and recall (tools/plot_metrics.py). */
+static void write_indexer_metrics(FILE *f, const DsaModel *m, const IndexerSummary *sum, const char *attention,
+                                  const DsaOptimStepInfo *info) {
+    const int nL = (int)m->cfg.num_hidden_layers;
+    fprintf(f, ",\"attention\":\"%s\",\"indexer_loss\":%.9g,\"indexer_grad_norm\":%.9g,\"selected\":%.6g",
+            attention, sum->kl_total, info->grad_norm[DSA_GROUP_INDEXER], sum->selected_mean);
+    fputs(",\"indexer_kl\":[", f);
+    for (int l = 0; l < nL; l++) {
+        const DsaIndexerLoss *x = &m->idx_stats[l];
+        fprintf(f, "%s%.9g", l ? "," : "", x->rows ? x->kl_sum / (double)x->rows : 0.0);
+    }
+    fputs("],\"recall\":[", f);
+    for (int l = 0; l < nL; l++) {
+        const DsaIndexerLoss *x = &m->idx_stats[l];
+        fprintf(f, "%s%.6g", l ? "," : "", x->mass_rows ? x->mass_sum / (double)x->mass_rows : 0.0);
+    }
+    fputc(']', f);
+}
+
 /* ---- the loop ---------------------------------------------------------------------- */
 
 static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
@@ -346,18 +380,35 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
         if (!t->inputs || !t->targets) DSA_FAIL(DSA_ERR_NOMEM, "token buffers of %lld tokens", (long long)(mb * L));
         t->io_tokens = mb * L;
     }
-    for (int i = 0; i < t->model.table.count; i++) t->trainable[i] = true; /* "all" (check_supported) */
-
-    dsa_model_zero_grad(&t->model);
+    /* what trains (DSA-SPEC §1): "indexer" freezes the main model, "all" trains both,
+     * the main model by the LM loss and the indexer by its KL (§6.4) */
+    DsaModel *m = &t->model;
+    const bool train_main = !strcmp(s->trainable, "all");
+    for (int i = 0; i < m->table.count; i++) {
+        t->trainable[i] = train_main || m->table.info[i].group == DSA_GROUP_INDEXER;
+        m->requires_grad[i] = t->trainable[i];
+    }
     const float scale = (float)(1.0 / ((double)s->global_batch * (double)L));
+    DsaForwardMode mode = dsa_forward_mode_default(&cfg->model);
+    mode.sparse = !strcmp(s->attention, "sparse");
+    mode.indexer_loss = cfg->model.has_indexer;
+    mode.indexer_fp8 = cfg->train.indexer_fp8;
+    mode.topk = cfg->model.has_indexer ? s->index_topk : 0;
+    mode.indexer_grad_scale = scale; /* 1/|R|: every query row of the step counts (§6.1) */
+    mode.recall_rows = cfg->train.recall_rows;
+    DSA_TRY(dsa_model_set_mode(m, &mode));
+    dsa_model_reset_indexer_stats(m);
+
+    dsa_model_zero_grad(m);
     double loss_sum = 0;
     int64_t count = 0;
     for (int64_t a = 0; a < accum; a++) {
         DSA_TRY(next_micro_batch(t, mb, L));
         double ls = 0;
         int64_t n = 0;
-        DSA_TRY(dsa_model_forward(&t->model, t->inputs, t->targets, mb, L, &ls, &n));
-        dsa_model_backward(&t->model, scale);
+        DSA_TRY(dsa_model_forward(m, t->inputs, t->targets, mb, L, &ls, &n));
+        /* warm-up: no LM backward through the frozen model (§6.2) */
+        if (train_main) dsa_model_backward(m, scale);
         loss_sum += ls;
         count += n;
     }
@@ -372,15 +423,25 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     double tps = (double)(s->global_batch * L) / dt;
     fprintf(t->metrics,
             "{\"step\":%lld,\"stage\":\"%s\",\"lr\":%.9g,\"loss\":%.9g,\"grad_norm\":%.9g,\"clip\":%.6g,"
-            "\"tokens\":%lld,\"tokens_per_s\":%.6g,\"step_time_s\":%.6g,\"peak_mem_bytes\":%zu,\"peak_rss_bytes\":%lld}\n",
+            "\"tokens\":%lld,\"tokens_per_s\":%.6g,\"step_time_s\":%.6g,\"peak_mem_bytes\":%zu,\"peak_rss_bytes\":%lld",
             (long long)t->step, s->name, lr, t->last_loss, info.grad_norm[DSA_GROUP_MAIN], info.clip_coef[DSA_GROUP_MAIN],
             (long long)t->tokens_seen, tps, dt, dsa_mem_peak(), (long long)dsa_mem_rss_peak());
+    IndexerSummary sum = {0};
+    if (mode.indexer_loss) {
+        summarize_indexer(m, &sum);
+        write_indexer_metrics(t->metrics, m, &sum, s->attention, &info);
+    }
+    fputs("}\n", t->metrics);
     fflush(t->metrics);
     if (t->opts->progress && (t->step % cfg->train.log_every == 0 || t->step == t->total_steps)) {
         double eta = dt * (double)(t->total_steps - t->step);
-        dsa_log(DSA_LOG_INFO, "step %lld/%lld  %s  loss %.4f  lr %.3g  grad %.3f  %.0f tok/s  eta %.0f s",
-                (long long)t->step, (long long)t->total_steps, s->name, t->last_loss, lr,
-                info.grad_norm[DSA_GROUP_MAIN], tps, eta);
+        char extra[128] = "";
+        if (mode.indexer_loss)
+            snprintf(extra, sizeof extra, "  KL %.4f  recall %.3f  k %.0f", sum.kl_total, sum.recall_mean,
+                     sum.selected_mean);
+        dsa_log(DSA_LOG_INFO, "step %lld/%lld  %s  loss %.4f%s  lr %.3g  grad %.3f  %.0f tok/s  eta %.0f s",
+                (long long)t->step, (long long)t->total_steps, s->name, t->last_loss, extra, lr,
+                info.grad_norm[train_main ? DSA_GROUP_MAIN : DSA_GROUP_INDEXER], tps, eta);
     }
     return DSA_OK;
 }

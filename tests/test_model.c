@@ -88,8 +88,25 @@ static void test_unsupported_refused(void **state) {
     assert_ok(dsa_config_load(cfg, "configs/tiny.json", NULL, 0));
     DsaParamTable t;
     assert_fails_with(dsa_param_table_build(&t, &cfg->model), DSA_ERR_CONFIG, "model.n_routed_experts = 8");
+    /* without MoE the DSA model builds, with five indexer tensors per layer in their group */
     cfg->model.has_moe = false;
-    assert_fails_with(dsa_param_table_build(&t, &cfg->model), DSA_ERR_CONFIG, "model.index_topk = 16");
+    assert_ok(dsa_param_table_build(&t, &cfg->model));
+    const DsaParamInfo *wq = dsa_param_find(&t, "model.layers.3.self_attn.indexer.wq_b.weight");
+    const DsaParamInfo *bias = dsa_param_find(&t, "model.layers.0.self_attn.indexer.k_norm.bias");
+    assert_non_null(wq);
+    assert_non_null(bias);
+    assert_int_equal(wq->shape[0], 4 * 32);
+    assert_int_equal(wq->shape[1], 96);
+    assert_int_equal(wq->group, DSA_GROUP_INDEXER);
+    assert_true(bias->is_bias && !bias->decay);
+    assert_non_null(dsa_param_find(&t, "model.layers.2.self_attn.indexer.weights_proj.weight"));
+    int64_t indexer_floats = 0;
+    for (int i = 0; i < t.count; i++)
+        if (t.info[i].group == DSA_GROUP_INDEXER) indexer_floats += t.info[i].numel;
+    assert_int_equal(indexer_floats, 4 * dsa_model_indexer_param_count(&cfg->model));
+    dsa_param_table_free(&t);
+    cfg->model.tie_word_embeddings = true;
+    assert_fails_with(dsa_param_table_build(&t, &cfg->model), DSA_ERR_CONFIG, "tie_word_embeddings");
     dsa_free(cfg, sizeof *cfg);
 }
 
@@ -281,15 +298,15 @@ static void test_workspace_linear_in_length(void **state) {
     (void)state;
     DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
     assert_ok(dsa_config_load(cfg, "configs/tiny-dense.json", NULL, 0));
-    int64_t prev = dsa_model_workspace_bytes(&cfg->model, 1, 4096);
+    int64_t prev = dsa_model_workspace_bytes(&cfg->model, 1, 4096, 0);
     for (int64_t L = 8192; L <= 131072; L *= 2) {
-        int64_t bytes = dsa_model_workspace_bytes(&cfg->model, 1, L);
+        int64_t bytes = dsa_model_workspace_bytes(&cfg->model, 1, L, 0);
         double ratio = (double)bytes / (double)prev;
         if (ratio > 2.001) fail_msg("workspace grows %.4fx from L=%lld to L=%lld", ratio, (long long)L / 2, (long long)L);
         prev = bytes;
     }
     /* 32K tokens of the tiny model fit comfortably on the 24 GiB CI machine */
-    assert_true(dsa_model_workspace_bytes(&cfg->model, 1, 32768) < (int64_t)4 << 30);
+    assert_true(dsa_model_workspace_bytes(&cfg->model, 1, 32768, 0) < (int64_t)4 << 30, 0);
     dsa_free(cfg, sizeof *cfg);
 }
 

@@ -10,6 +10,8 @@
 #include "core/fileutil.h"
 #include "core/mem.h"
 #include "data/pack.h"
+#include "pretrain/model_io.h"
+#include "pretrain/params.h"
 #include "pretrain/trainer.h"
 #include "test_util.h"
 
@@ -203,12 +205,101 @@ static void test_bad_checkpoints_refused(void **state) {
     assert_fails_with(train(test_path("run-none"), &resume, NULL, 0), DSA_ERR_IO, "run-none");
 }
 
+/* The two-stage DSA recipe on the small model: indexer warm-up (dense, model frozen) for
+ * 6 steps, then sparse top-8 training of everything for 6 steps (seq_len 32 > k). */
+static const char *const dsa_overrides[] = {
+    "model.model_type=deepseek_v32", "model.index_topk=8", "model.index_n_heads=2", "model.index_head_dim=8",
+    "stages=[{\"name\": \"warmup\", \"attention\": \"dense\", \"trainable\": \"indexer\", \"steps\": 6, "
+    "\"lr\": 1e-2}, {\"name\": \"sparse\", \"attention\": \"sparse\", \"trainable\": \"all\", \"steps\": 6, "
+    "\"lr\": 1e-3, \"lr_warmup_steps\": 2}]",
+    "train.checkpoint_every=3",
+};
+enum { DSA_OVERRIDES = sizeof dsa_overrides / sizeof dsa_overrides[0] };
+
+/* A metrics.jsonl number field of line `line` (1-based). */
+static double metric_at(const char *out, int line, const char *key) {
+    char path[600], buf[4096], pat[64];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    double v = NAN;
+    for (int i = 1; fgets(buf, sizeof buf, f); i++) {
+        const char *p = strstr(buf, pat);
+        if (i == line && p) v = strtod(p + strlen(pat) + (p[strlen(pat)] == '[' ? 1 : 0), NULL);
+    }
+    fclose(f);
+    return v;
+}
+
+static void test_two_stage_dsa(void **state) {
+    (void)state;
+    char a[600];
+    snprintf(a, sizeof a, "%s", test_path("run-dsa-a"));
+    DsaTrainOptions opts = {.progress = 0};
+    assert_ok(train(a, &opts, dsa_overrides, DSA_OVERRIDES));
+    /* warm-up: the frozen model is bit-identical to its initialization (DSA-SPEC §6.2) */
+    DsaConfig *cfg = config_for(a, dsa_overrides, DSA_OVERRIDES);
+    DsaParamTable t;
+    assert_ok(dsa_param_table_build(&t, &cfg->model));
+    float *init = dsa_malloc((size_t)t.total * sizeof(float)), *saved = dsa_malloc((size_t)t.total * sizeof(float));
+    dsa_param_init(&t, init, (uint64_t)cfg->train.seed, cfg->model.initializer_range);
+    char path[700];
+    snprintf(path, sizeof path, "%s/step-00000006/model.safetensors", a);
+    assert_ok(dsa_model_read_tensors(path, &t, "", saved, false));
+    int changed_indexer = 0;
+    for (int i = 0; i < t.count; i++) {
+        const DsaParamInfo *p = &t.info[i];
+        bool same = !memcmp(init + p->offset, saved + p->offset, (size_t)p->numel * sizeof(float));
+        if (p->group == DSA_GROUP_MAIN && !same) fail_msg("%s changed during the warm-up", p->name);
+        changed_indexer += p->group == DSA_GROUP_INDEXER && !same;
+    }
+    assert_int_equal(changed_indexer, 2 * 5);
+    /* after the sparse stage the main model has moved */
+    snprintf(path, sizeof path, "%s/step-00000012/model.safetensors", a);
+    assert_ok(dsa_model_read_tensors(path, &t, "", saved, false));
+    const DsaParamInfo *o = dsa_param_find(&t, "model.layers.1.self_attn.o_proj.weight");
+    assert_true(memcmp(init + o->offset, saved + o->offset, (size_t)o->numel * sizeof(float)) != 0);
+    dsa_free(init, (size_t)t.total * sizeof(float));
+    dsa_free(saved, (size_t)t.total * sizeof(float));
+    dsa_param_table_free(&t);
+    dsa_free(cfg, sizeof *cfg);
+    /* metrics: the indexer fields; the warm-up lowers the KL; the sparse stage attends k keys */
+    double kl1 = metric_at(a, 1, "indexer_loss"), kl6 = metric_at(a, 6, "indexer_loss");
+    double sel7 = metric_at(a, 7, "selected"), rec6 = metric_at(a, 6, "recall");
+    print_message("indexer KL %.4f -> %.4f over the warm-up; recall (layer 0) %.3f; keys attended %.2f\n", kl1,
+                  kl6, rec6, sel7);
+    assert_true(kl6 < kl1);
+    assert_true(rec6 > 0.0 && rec6 <= 1.0 + 1e-6);
+    /* rows t < 8 attend t + 1 keys, the others 8: mean (1+...+8 + 24·8) / 32 = 7.125 */
+    assert_true(fabs(sel7 - 7.125) < 1e-9);
+    /* resume before, at and after the switch continues bit for bit */
+    const int stops[] = {5, 6, 7};
+    for (int i = 0; i < 3; i++) {
+        char b[600];
+        snprintf(b, sizeof b, "%s-%d", test_path("run-dsa-b"), stops[i]);
+        DsaTrainOptions stop = {.stop_at = stops[i]}, resume = {.resume = true};
+        assert_ok(train(b, &stop, dsa_overrides, DSA_OVERRIDES));
+        assert_ok(train(b, &resume, dsa_overrides, DSA_OVERRIDES));
+        char pa[700], pb[700];
+        for (int f = 0; f < 2; f++) {
+            const char *name = f ? "optimizer.safetensors" : "model.safetensors";
+            snprintf(pa, sizeof pa, "%s/step-00000012/%s", a, name);
+            snprintf(pb, sizeof pb, "%s/step-00000012/%s", b, name);
+            if (!files_equal(pa, pb)) fail_msg("%s differs after a stop at step %d and a resume", name, stops[i]);
+        }
+        double la[16], lb[16];
+        assert_int_equal(read_losses(a, la, 16), 12);
+        assert_int_equal(read_losses(b, lb, 16), 12);
+        assert_memory_equal(la, lb, sizeof(double) * 12);
+    }
+}
+
 static void test_unsupported_stages_refused(void **state) {
     (void)state;
     DsaTrainOptions opts = {0};
-    const char *sparse[] = {"stages=[{\"name\": \"s\", \"attention\": \"sparse\", \"index_topk\": 4}]",
-                            "model.index_topk=4"};
-    assert_fails_with(train(test_path("run-sparse"), &opts, sparse, 2), DSA_ERR_CONFIG, "attention \"sparse\"");
+    const char *sparse[] = {"stages=[{\"name\": \"s\", \"attention\": \"sparse\", \"index_topk\": 4}]"};
+    assert_fails_with(train(test_path("run-sparse"), &opts, sparse, 1), DSA_ERR_CONFIG, "dsa convert --add-indexer");
     const char *nodata[] = {"data.train=[]"};
     assert_fails_with(train(test_path("run-nodata"), &opts, nodata, 1), DSA_ERR_CONFIG, "data.train");
 }
@@ -218,6 +309,7 @@ int main(void) {
         cmocka_unit_test(test_loss_falls_and_is_deterministic),
         cmocka_unit_test(test_resume_is_bit_exact),
         cmocka_unit_test(test_bad_checkpoints_refused),
+        cmocka_unit_test(test_two_stage_dsa),
         cmocka_unit_test(test_unsupported_stages_refused),
     };
     int rc = cmocka_run_group_tests(tests, setup_data, NULL);
