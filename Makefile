@@ -136,8 +136,8 @@ asan: deps
 	  tests/run_tests.sh build-asan ""
 
 demo: deps
-	@$(MAKE) --no-print-directory all
-	@tools/demo.sh $(BUILD)
+	@$(MAKE) --no-print-directory all pyenv
+	@PYENV=$(PYENV) tools/demo.sh $(BUILD)
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCHES)

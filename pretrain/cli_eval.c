@@ -1,4 +1,7 @@
-/* cli_eval.c: `dsa eval`: the LM loss of a checkpoint on held-out data.
+/* cli_eval.c: `dsa eval`: the LM loss of a checkpoint on held-out data; for a DSA model
+ * (one with an indexer) also the loss with sparse top-k attention, each layer's indexer
+ * KL and top-k recall against the dense attention (DSA-SPEC §6.1, §6.2), and the
+ * accuracy of the synthetic recall tasks (data/synthetic.h), dense and sparse.
  *
  * Data come from token shards (--data, read with the streaming loader in epoch-0 order
  * of seed 0) or from a raw little-endian uint32 token file (--tokens: window b is tokens
@@ -16,6 +19,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "data/loader.h"
+#include "data/synthetic.h"
 #include "kernels/backend.h"
 #include "pretrain/cli.h"
 #include "pretrain/model.h"
@@ -24,17 +28,24 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa eval CHECKPOINT (--data SHARDS... | --tokens FILE) [--seq-len L] [--windows N]\n"
-            "                [--batch B] [--grads OUT.safetensors] [--threads N] [--json]\n\n"
+            "                [--batch B] [--topk K] [--no-fp8] [--grads OUT.safetensors] [--threads N]\n"
+            "                [--json]\n\n"
             "Reports the mean next-token cross-entropy (and perplexity) of the model in CHECKPOINT\n"
             "(a checkpoint directory, a run directory with `latest`, or a Hugging Face model dir)\n"
-            "over N windows of L tokens.\n\n"
+            "over N windows of L tokens. For a DSA model (with a lightning indexer) it reports the\n"
+            "loss with dense attention and with sparse top-k attention, each layer's indexer KL\n"
+            "and top-k recall (the share of dense attention mass inside the selected keys), and,\n"
+            "on synthetic-v1 data, the exact-match accuracy of the recall tasks' answers\n"
+            "(teacher-forced argmax), dense and sparse.\n\n"
             "options:\n"
             "  --data PATH          shard file, directory or glob (repeatable)\n"
             "  --tokens FILE        raw little-endian uint32 tokens instead of shards\n"
             "  --seq-len L          tokens per window (default 1024, at most max_position_embeddings)\n"
             "  --windows N          windows to evaluate (default 16; with --tokens at most all)\n"
             "  --batch B            windows per forward pass (default 1)\n"
-            "  --grads FILE         also write the gradient of the mean loss as F32 safetensors\n"
+            "  --topk K             keys per query for the sparse loss (default: the model's index_topk)\n"
+            "  --no-fp8             indexer without the FP8 round trip of q and k\n"
+            "  --grads FILE         also write the gradient of the mean (dense) loss as F32 safetensors\n"
             "  --threads N          CPU threads (0 = all cores)\n"
             "  --json               print one JSON object instead of text\n"
             "  -h, --help           this text\n");
@@ -44,9 +55,44 @@ typedef struct {
     const char *checkpoint, *tokens_path, *grads_path;
     const char *data[64];
     int num_data;
-    int64_t seq_len, windows, batch;
-    int threads, json;
+    int64_t seq_len, windows, batch, topk;
+    int threads, json, no_fp8;
 } EvalArgs;
+
+/* Synthetic recall tasks: exact-match answers per task (dense and sparse passes). */
+enum { TASK_KV = 0, TASK_NEEDLE, TASK_COUNT };
+static const char *const task_names[TASK_COUNT] = {"kv", "needle"};
+typedef struct {
+    int64_t total[TASK_COUNT];
+    int64_t correct[2][TASK_COUNT]; /* [pass][task] */
+} TaskScore;
+
+/* Score the answers of the last forward's windows (logits [b·L, V]): at each ANSWER
+ * token the value tokens follow; an answer counts as correct when the argmax at every
+ * one of its positions is the next token. kv answers have 2 tokens, needle answers 4
+ * (the token before ANSWER is NEEDLE for a needle query). */
+static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *tgt, int64_t b, int64_t L, int pass,
+                          TaskScore *ts) {
+    const int64_t V = m->cfg.vocab_size;
+    for (int64_t w = 0; w < b; w++)
+        for (int64_t t = 1; t < L; t++) {
+            const int64_t n = w * L + t;
+            if (in[n] != DSA_SYN_ANSWER) continue;
+            const int task = in[n - 1] == DSA_SYN_NEEDLE ? TASK_NEEDLE : TASK_KV;
+            const int64_t len = task == TASK_NEEDLE ? DSA_SYN_NEEDLE_VALUE_LEN : DSA_SYN_KV_VALUE_LEN;
+            if (t + len > L) continue; /* answer cut by the window end */
+            bool ok = true;
+            for (int64_t i = 0; i < len && ok; i++) {
+                const float *row = m->logits + (n + i) * V;
+                int64_t best = 0;
+                for (int64_t v = 1; v < V; v++)
+                    if (row[v] > row[best]) best = v;
+                ok = best == tgt[n + i];
+            }
+            if (pass == 0) ts->total[task]++;
+            ts->correct[pass][task] += ok;
+        }
+}
 
 /* Window source: shards through the loader, or a token file in memory. */
 typedef struct {
@@ -140,32 +186,100 @@ static DsaStatus run_eval(EvalArgs *a) {
     tgt = dsa_malloc((size_t)(B * L) * sizeof *tgt);
     if (!in || !tgt) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "token buffers");
     if (a->grads_path) dsa_model_zero_grad(&m);
-    double loss_sum = 0, t0 = dsa_time_now();
+    /* DSA model: the dense pass also measures the indexer (no indexer gradients) */
+    const bool dsa = m.cfg.has_indexer;
+    DsaForwardMode dense_mode = dsa_forward_mode_default(&m.cfg), sparse_mode;
+    dense_mode.indexer_loss = dsa;
+    dense_mode.indexer_fp8 = !a->no_fp8;
+    if (a->topk) dense_mode.topk = a->topk;
+    sparse_mode = dense_mode;
+    sparse_mode.indexer_loss = false;
+    sparse_mode.sparse = true;
+    if (!a->grads_path)
+        for (int i = 0; i < m.table.count; i++) m.requires_grad[i] = false;
+    if (dsa && a->topk < 0) DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--topk must be positive");
+    if (!dsa && a->topk)
+        DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--topk: %s has no lightning indexer (a dense model)", dir);
+    dsa_model_reset_indexer_stats(&m);
+    double loss_sum = 0, sparse_sum = 0, t0 = dsa_time_now();
     int64_t count = 0;
+    TaskScore ts = {0};
     const char *what = a->tokens_path ? a->tokens_path : "shards";
     for (int64_t done = 0; done < n; done += B) {
         int64_t b = n - done < B ? n - done : B;
         for (int64_t i = 0; i < b; i++) DSA_TRY_GOTO(st, source_next(&src, L, m.cfg.vocab_size, in + i * L, tgt + i * L, what), out);
         double ls = 0;
         int64_t c = 0;
+        DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &dense_mode), out);
         DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
+        score_answers(&m, in, tgt, b, L, 0, &ts);
         if (a->grads_path) dsa_model_backward(&m, (float)(1.0 / ((double)n * (double)L)));
         loss_sum += ls, count += c;
+        if (dsa) {
+            DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &sparse_mode), out);
+            DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
+            score_answers(&m, in, tgt, b, L, 1, &ts);
+            sparse_sum += ls;
+        }
+        if (!a->json && n > B) dsa_log(DSA_LOG_DEBUG, "eval: %lld/%lld windows", (long long)(done + b), (long long)n);
     }
     double loss = loss_sum / (double)count, secs = dsa_time_now() - t0;
+    double sparse_loss = sparse_sum / (double)count;
     double gnorm = 0;
     if (a->grads_path) {
         DSA_TRY_GOTO(st, dsa_model_write_weights(a->grads_path, &m.table, m.grads), out);
         gnorm = sqrt(be->sum_squares(m.grads, m.table.total));
     }
+    const int nL = (int)m.cfg.num_hidden_layers;
     if (a->json) {
         printf("{\"checkpoint\":\"%s\",\"windows\":%lld,\"seq_len\":%lld,\"tokens\":%lld,\"loss\":%.9g,"
-               "\"perplexity\":%.9g,\"seconds\":%.3f%s",
-               dir, (long long)n, (long long)L, (long long)count, loss, exp(loss), secs, a->grads_path ? "" : "}\n");
-        if (a->grads_path) printf(",\"grad_norm\":%.9g,\"grads\":\"%s\"}\n", gnorm, a->grads_path);
+               "\"perplexity\":%.9g,\"seconds\":%.3f",
+               dir, (long long)n, (long long)L, (long long)count, loss, exp(loss), secs);
+        if (a->grads_path) printf(",\"grad_norm\":%.9g,\"grads\":\"%s\"", gnorm, a->grads_path);
+        if (dsa) {
+            printf(",\"topk\":%lld,\"dense_loss\":%.9g,\"sparse_loss\":%.9g,\"layers\":[", (long long)dense_mode.topk,
+                   loss, sparse_loss);
+            for (int l = 0; l < nL; l++) {
+                const DsaIndexerLoss *x = &m.idx_stats[l];
+                printf("%s{\"kl\":%.9g,\"recall\":%.6g}", l ? "," : "", x->kl_sum / (double)x->rows,
+                       x->mass_sum / (double)x->mass_rows);
+            }
+            printf("]");
+        }
+        printf(",\"tasks\":{");
+        for (int k = 0, first = 1; k < TASK_COUNT; k++) {
+            if (!ts.total[k]) continue;
+            printf("%s\"%s\":%.6g", first ? "" : ",", task_names[k], (double)ts.correct[0][k] / (double)ts.total[k]);
+            if (dsa)
+                printf(",\"%s_sparse\":%.6g", task_names[k], (double)ts.correct[1][k] / (double)ts.total[k]);
+            first = 0;
+        }
+        printf("}}\n");
     } else {
-        printf("checkpoint  %s\nwindows     %lld x %lld tokens\nloss        %.6f\nperplexity  %.4f\n", dir, (long long)n,
-               (long long)L, loss, exp(loss));
+        printf("checkpoint  %s\nwindows     %lld x %lld tokens\n", dir, (long long)n, (long long)L);
+        if (!dsa) {
+            printf("loss        %.6f\nperplexity  %.4f\n", loss, exp(loss));
+        } else {
+            printf("\n%-18s %12s %12s\n", "", "dense", "sparse");
+            printf("%-18s %12s %12lld\n", "keys per query", "all", (long long)dense_mode.topk);
+            printf("%-18s %12.6f %12.6f   (%+.2f%%)\n", "loss", loss, sparse_loss, 100.0 * (sparse_loss - loss) / loss);
+            printf("%-18s %12.4f %12.4f\n", "perplexity", exp(loss), exp(sparse_loss));
+        }
+        for (int k = 0; k < TASK_COUNT; k++) {
+            if (!ts.total[k]) continue;
+            char label[64];
+            snprintf(label, sizeof label, "%s accuracy", task_names[k]);
+            printf("%-18s %12.4f", label, (double)ts.correct[0][k] / (double)ts.total[k]);
+            if (dsa) printf(" %12.4f", (double)ts.correct[1][k] / (double)ts.total[k]);
+            printf("   (%lld answers)\n", (long long)ts.total[k]);
+        }
+        if (dsa) {
+            printf("\n%-6s %12s %12s\n", "layer", "indexer KL", "recall");
+            for (int l = 0; l < nL; l++) {
+                const DsaIndexerLoss *x = &m.idx_stats[l];
+                printf("%-6d %12.6f %12.4f\n", l, x->kl_sum / (double)x->rows, x->mass_sum / (double)x->mass_rows);
+            }
+        }
         if (a->grads_path) printf("grad norm   %.6g (written to %s)\n", gnorm, a->grads_path);
     }
 out:
@@ -182,6 +296,7 @@ int cli_eval(int argc, char **argv) {
         {"seq-len", required_argument, 0, 'L'}, {"windows", required_argument, 0, 'n'},
         {"batch", required_argument, 0, 'b'},   {"grads", required_argument, 0, 'g'},
         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+        {"topk", required_argument, 0, 'K'},    {"no-fp8", no_argument, 0, 'F'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     EvalArgs a = {.seq_len = 1024, .windows = 16, .batch = 1};
@@ -190,7 +305,7 @@ int cli_eval(int argc, char **argv) {
     optind = 1;
     while (rc < 0 && (opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         long long v = 0;
-        if (strchr("Lnbt", opt)) {
+        if (strchr("LnbtK", opt)) {
             v = strtoll(optarg, &end, 10);
             if (!*optarg || *end || v < (opt == 't' ? 0 : 1)) {
                 fprintf(stderr, "dsa eval: option wants a %s integer, got \"%s\"\n", opt == 't' ? "non-negative" : "positive",
@@ -215,6 +330,8 @@ int cli_eval(int argc, char **argv) {
         case 'g': a.grads_path = optarg; break;
         case 't': a.threads = (int)v; break;
         case 'j': a.json = 1; break;
+        case 'K': a.topk = v; break;
+        case 'F': a.no_fp8 = 1; break;
         case 'h': usage(stdout); rc = 0; break;
         default: usage(stderr); rc = 2; break;
         }

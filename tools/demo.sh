@@ -8,6 +8,11 @@
 # 5. resolve the tiny model's configuration with an override
 # 6. train the tiny dense MLA model (configs/tiny-dense.json) on short-range synthetic
 #    tasks for 300 steps, stop at 150 and resume, show the loss falling, evaluate it
+# 7. convert it to DSA: add a freshly initialized lightning indexer to every layer
+# 8. the two DSA stages (configs/tiny-dsa.json): indexer warm-up (dense attention, model
+#    frozen, KL against the attention distribution), then sparse top-32 training
+# 9. evaluate dense vs sparse (loss, per-layer KL and recall, task accuracy), plot the
+#    curves (tools/plot_metrics.py) and write a summary
 set -euo pipefail
 build=${1:-build}
 dsa=$build/dsa
@@ -47,5 +52,34 @@ awk -F'"loss":' 'NR == 1 || NR % 25 == 0 { split($2, a, ","); split($0, s, "\"st
   "$out/tiny-dense/metrics.jsonl"
 step "   held-out loss of the final checkpoint"
 "$dsa" eval "$out/tiny-dense" --data "$out/heldout" --seq-len 256 --windows 32 --batch 8
+
+step "7. convert: add a lightning indexer (4 heads x 32 dims, top-32) to the dense checkpoint"
+"$dsa" convert --add-indexer "$out/tiny-dense" --out "$out/tiny-dsa-init" --index-n-heads 4 --index-head-dim 32 \
+  --index-topk 32 --seed 7
+
+step "8. DSA training: 100 warm-up steps (indexer only, dense attention), 100 sparse steps (top-32 of 256)"
+"$dsa" train --config configs/tiny-dsa.json --init "$out/tiny-dsa-init"
+step "   indexer KL (sum over layers) and mean recall every 20 steps"
+python3 - "$out/tiny-dsa/metrics.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m["step"] == 1 or m["step"] % 20 == 0:
+        rec = sum(m["recall"]) / len(m["recall"])
+        print(f"  step {m['step']:4d}  {m['stage']:7s} loss {m['loss']:.4f}  KL {m['indexer_loss']:.4f}  recall {rec:.3f}  keys {m['selected']:.1f}")
+PY
+
+step "9. held-out evaluation of the DSA model: dense vs sparse attention"
+"$dsa" eval "$out/tiny-dsa" --data "$out/heldout" --seq-len 256 --windows 32 --batch 8
+"$dsa" eval "$out/tiny-dsa" --data "$out/heldout" --seq-len 256 --windows 32 --batch 8 --json > "$out/eval-dsa.json"
+if [ -x "${PYENV:-.venv}/bin/python" ] && "${PYENV:-.venv}/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  step "   plots and summary (tools/plot_metrics.py)"
+  "${PYENV:-.venv}/bin/python" tools/plot_metrics.py "$out/tiny-dense" "$out/tiny-dsa" --eval "$out/eval-dsa.json" \
+    --out "$out/plots" --title "tiny: dense LM, indexer warm-up, sparse training"
+  cat "$out/plots/summary.txt"
+  ls "$out/plots"
+else
+  echo "   (no .venv with matplotlib: run 'make pyenv' for the PNG plots)"
+fi
 
 printf '\ndemo: done; outputs in %s\n' "$out"
