@@ -318,6 +318,13 @@ static DsaStatus load_init_weights(Trainer *t, const char *from) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     DsaModelConfig saved;
     DSA_TRY(dsa_model_config_load(&saved, path));
+    if (!saved.has_indexer && t->cfg->model.has_indexer)
+        DSA_FAIL(DSA_ERR_CONFIG,
+                 "%s: a dense model (no lightning indexer), and %s trains a DSA model: add the indexer first with "
+                 "`dsa convert --add-indexer %s --out DIR --index-n-heads %lld --index-head-dim %lld --index-topk %lld`, "
+                 "then --init DIR",
+                 path, t->cfg->source, from, (long long)t->cfg->model.index_n_heads,
+                 (long long)t->cfg->model.index_head_dim, (long long)t->cfg->model.index_topk);
     DSA_TRY(dsa_model_config_check_same(&saved, path, &t->cfg->model, t->cfg->source));
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     DSA_TRY(dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false));

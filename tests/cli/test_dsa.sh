@@ -1,0 +1,75 @@
+# test_dsa.sh: the DSA conversion end to end on synthetic long-range data: a small dense
+# model trained briefly, `dsa convert --add-indexer`, the indexer warm-up and the sparse
+# stage (configs/tiny-dsa.json, shortened), then `dsa eval` dense vs sparse. Checks the
+# issue's acceptance criteria: the warm-up at least halves the mean indexer KL and raises
+# top-k recall; after the sparse stage the held-out loss with sparse attention is within
+# 2% of the dense model's. Plus the errors a user meets on the way.
+. "$(dirname "$0")/lib.sh"
+
+expect_output "dsa convert --help prints usage" "usage: dsa convert --add-indexer" "$DSA" convert --help
+expect_rc 2 "dsa convert without --out is a usage error" "$DSA" convert --add-indexer x
+expect_rc 2 "a non-numeric --index-topk is a usage error" "$DSA" convert --add-indexer x --out y --index-topk many
+
+"$DSA" pack --format synthetic --tokens 1Mi --doc-tokens 512 --distances 8,32,100 --seed 4 \
+  --out "$work/lm/syn" --quiet > "$last_out" 2>&1 || not_ok "pack training data"
+"$DSA" pack --format synthetic --tokens 64Ki --doc-tokens 512 --distances 8,32,100 --seed 44 \
+  --out "$work/heldout/syn" --quiet > "$last_out" 2>&1 || not_ok "pack held-out data"
+data=(--set "data.train=[\"$work/lm\"]" --set data.seq_len=128 --set train.global_batch=8 --set train.micro_batch=8
+  --set train.threads=2 --set train.log_every=10 --quiet)
+
+# ---- a dense model --------------------------------------------------------------------
+expect_rc 0 "train the dense model (120 steps)" "$DSA" train --config configs/tiny-dense.json "${data[@]}" \
+  --set train.steps=120 --set train.checkpoint_every=0 --set "train.out_dir=$work/dense"
+
+# ---- convert ------------------------------------------------------------------------------
+idx=(--index-n-heads 4 --index-head-dim 32 --index-topk 16)
+expect_output "a DSA run cannot start from the dense checkpoint directly (names dsa convert)" \
+  "dsa convert --add-indexer" "$DSA" train --config configs/tiny-dsa.json "${data[@]}" --init "$work/dense" \
+  --set "train.out_dir=$work/wrong"
+expect_output "an index head dim that is not a power of two is refused by key" "index_head_dim" \
+  "$DSA" convert --add-indexer "$work/dense" --out "$work/bad" --index-head-dim 24
+expect_rc 0 "convert --add-indexer" "$DSA" convert --add-indexer "$work/dense" --out "$work/init" "${idx[@]}" --seed 3
+expect_output "the converted config is a deepseek_v32 with the index keys" '"index_topk":[[:space:]]*16' \
+  cat "$work/init/converted/config.json"
+expect_output "converting twice into the same directory is refused" "converted" \
+  "$DSA" convert --add-indexer "$work/dense" --out "$work/init" "${idx[@]}"
+expect_output "a model that already has an indexer is refused" "already has a lightning indexer" \
+  "$DSA" convert --add-indexer "$work/init" --out "$work/again" "${idx[@]}"
+
+# ---- warm-up then sparse -----------------------------------------------------------------
+expect_rc 0 "warm-up (60 steps) and sparse stage (30 steps)" "$DSA" train --config configs/tiny-dsa.json \
+  "${data[@]}" --init "$work/init" --set model.index_topk=16 --set stages.0.steps=60 --set stages.1.steps=30 \
+  --set train.checkpoint_every=0 --set "train.out_dir=$work/dsa"
+expect_output "metrics carry per-layer KL, recall and the keys attended" \
+  '"stage":"sparse".*"attention":"sparse".*"selected":[0-9.]+,"indexer_kl":\[[^]]+\],"recall":\[' \
+  cat "$work/dsa/metrics.jsonl"
+verdict=$(python3 - "$work/dsa/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+warm = [r for r in rows if r["stage"] == "warmup"]
+mean = lambda xs: sum(xs) / len(xs)
+kl0, kl1 = mean([r["indexer_loss"] for r in warm[:5]]), mean([r["indexer_loss"] for r in warm[-5:]])
+rc0, rc1 = mean([mean(r["recall"]) for r in warm[:5]]), mean([mean(r["recall"]) for r in warm[-5:]])
+print(f"KL {kl0:.4f} -> {kl1:.4f}, recall {rc0:.4f} -> {rc1:.4f}:", "pass" if kl1 <= kl0 / 2 and rc1 > rc0 else "fail")
+PY
+)
+case "$verdict" in *pass) ok "warm-up halves the indexer KL and raises recall ($verdict)" ;;
+  *) echo "    $verdict" > "$last_out"; not_ok "warm-up halves the indexer KL and raises recall" ;; esac
+
+# ---- eval --------------------------------------------------------------------------------
+ev=(--data "$work/heldout" --seq-len 128 --windows 32 --batch 8 --threads 2)
+"$DSA" eval "$work/dense" "${ev[@]}" --json > "$work/dense.json" 2> "$last_out" || not_ok "eval the dense model"
+"$DSA" eval "$work/dsa" "${ev[@]}" --json > "$work/dsa.json" 2> "$last_out" || not_ok "eval the DSA model"
+expect_output "eval of a DSA model prints dense vs sparse, per-layer KL and recall" "indexer KL.*recall" \
+  "$DSA" eval "$work/dsa" "${ev[@]}"
+verdict=$(python3 - "$work/dense.json" "$work/dsa.json" <<'PY'
+import json, sys
+dense, dsa = (json.load(open(p)) for p in sys.argv[1:])
+rel = (dsa["sparse_loss"] - dense["loss"]) / dense["loss"]
+print(f"dense model {dense['loss']:.4f}, DSA sparse {dsa['sparse_loss']:.4f} ({100 * rel:+.2f}%), "
+      f"DSA dense {dsa['dense_loss']:.4f}, top-k {dsa['topk']}:", "pass" if abs(rel) <= 0.02 else "fail")
+PY
+)
+case "$verdict" in *pass) ok "sparse held-out loss within 2% of the dense model ($verdict)" ;;
+  *) echo "    $verdict" > "$last_out"; not_ok "sparse held-out loss within 2% of the dense model" ;; esac
+expect_output "--topk on a dense model is refused" "no lightning indexer" "$DSA" eval "$work/dense" "${ev[@]}" --topk 4
