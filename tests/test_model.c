@@ -306,7 +306,18 @@ static void test_workspace_linear_in_length(void **state) {
         prev = bytes;
     }
     /* 32K tokens of the tiny model fit comfortably on the 24 GiB CI machine */
-    assert_true(dsa_model_workspace_bytes(&cfg->model, 1, 32768, 0) < (int64_t)4 << 30, 0);
+    assert_true(dsa_model_workspace_bytes(&cfg->model, 1, 32768, 0) < (int64_t)4 << 30);
+    /* with the indexer and a fixed top-k the workspace is O(L·(d + k)): still linear in L */
+    dsa_free(cfg, sizeof *cfg);
+    cfg = dsa_calloc(1, sizeof *cfg);
+    assert_ok(dsa_config_load(cfg, "configs/tiny-dsa.json", NULL, 0));
+    prev = dsa_model_workspace_bytes(&cfg->model, 1, 4096, 2048);
+    for (int64_t L = 8192; L <= 131072; L *= 2) {
+        int64_t bytes = dsa_model_workspace_bytes(&cfg->model, 1, L, 2048);
+        double ratio = (double)bytes / (double)prev;
+        if (ratio > 2.001) fail_msg("DSA workspace grows %.4fx from L=%lld to L=%lld", ratio, (long long)L / 2, (long long)L);
+        prev = bytes;
+    }
     dsa_free(cfg, sizeof *cfg);
 }
 
