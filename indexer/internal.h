@@ -9,6 +9,46 @@
 
 #include "indexer/indexer.h"
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/* ---- vectors for the score kernels: explicit FMA (-std=c11 does not contract), so a
+ * vector lane computes exactly what fmaf computes for that element. ---- */
+#if defined(__AVX512F__)
+enum { IDX_VW = 16 };
+typedef __m512 IdxVec;
+static inline IdxVec idx_vload(const float *p) { return _mm512_loadu_ps(p); }
+static inline void idx_vstore(float *p, IdxVec v) { _mm512_storeu_ps(p, v); }
+static inline IdxVec idx_vsplat(float x) { return _mm512_set1_ps(x); }
+static inline IdxVec idx_vfma(IdxVec a, IdxVec b, IdxVec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline IdxVec idx_vrelu(IdxVec a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+#elif defined(__AVX2__) && defined(__FMA__)
+enum { IDX_VW = 8 };
+typedef __m256 IdxVec;
+static inline IdxVec idx_vload(const float *p) { return _mm256_loadu_ps(p); }
+static inline void idx_vstore(float *p, IdxVec v) { _mm256_storeu_ps(p, v); }
+static inline IdxVec idx_vsplat(float x) { return _mm256_set1_ps(x); }
+static inline IdxVec idx_vfma(IdxVec a, IdxVec b, IdxVec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline IdxVec idx_vrelu(IdxVec a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+#else
+enum { IDX_VW = 4 };
+typedef struct {
+    float v[4];
+} IdxVec;
+static inline IdxVec idx_vload(const float *p) { return (IdxVec){{p[0], p[1], p[2], p[3]}}; }
+static inline void idx_vstore(float *p, IdxVec v) { p[0] = v.v[0], p[1] = v.v[1], p[2] = v.v[2], p[3] = v.v[3]; }
+static inline IdxVec idx_vsplat(float x) { return (IdxVec){{x, x, x, x}}; }
+static inline IdxVec idx_vfma(IdxVec a, IdxVec b, IdxVec c) {
+    for (int i = 0; i < 4; i++) c.v[i] = fmaf(a.v[i], b.v[i], c.v[i]);
+    return c;
+}
+static inline IdxVec idx_vrelu(IdxVec a) {
+    for (int i = 0; i < 4; i++) a.v[i] = a.v[i] > 0.0f ? a.v[i] : 0.0f;
+    return a;
+}
+#endif
+
 /* Tile sizes of the score passes: query rows × keys. */
 enum { KL_BQ = 16, KL_BK = 128 };
 
@@ -19,15 +59,16 @@ typedef struct {
     float *sc;  /* [KL_BQ][KL_BK] scores I */
     float *att; /* [max(H, H_I)][KL_BQ][KL_BK] MLA logits, then E */
     float *g;   /* [KL_BQ][KL_BK] G = ∂L/∂I */
+    float *et;  /* [KL_BK][KL_BQ · H_I] Eᵀ, then [KL_BQ · H_I][d_I] partial ∂q̂ */
     size_t floats;
 } DsaIdxTile;
 
 /* Scratch for tiles of an indexer `s` and a target attention of `heads` × `qk_dim`. */
 bool dsa_idx_tile_alloc(DsaIdxTile *t, const DsaIndexerShape *s, int64_t heads, int64_t qk_dim);
 void dsa_idx_tile_free(DsaIdxTile *t);
-/* out[r][c] = Σ_d A[r][d] · BT[d][c] (r < m, c < n; out and BT stride ld), d in order. */
-void dsa_idx_dots(float *out, int64_t ld, const float *A, int64_t lda, const float *BT, int64_t m, int64_t n,
-                  int64_t d);
+/* out[r][c] = Σ_e A[r][e] · BT[e][c] (r < m, c < n, e < d in order; strides ldo, lda, ld). */
+void dsa_idx_dots(float *out, int64_t ldo, const float *A, int64_t lda, const float *BT, int64_t ld, int64_t m,
+                  int64_t n, int64_t d);
 /* BT[d][c] = B[c][d] for c < n (B row stride ldb). */
 void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64_t n, int64_t d);
 /* Scores (t->sc) and head dots (t->u) of rows t0..t0+nq and keys s0..s0+nk of sequence b
@@ -35,11 +76,17 @@ void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64
 void dsa_idx_score_tile(DsaIdxTile *t, const DsaIndexerActs *a, const DsaIndexerShape *s, int64_t b, int64_t t0,
                         int64_t nq, int64_t s0, int64_t nk);
 
-/* Σ a_i b_i in index order (fixed order: the same bits wherever it is called). */
+/* Σ a_i b_i with 16 interleaved partial sums combined pairwise: a fixed order (the same
+ * bits wherever it is called) that vectorizes. */
 static inline float dsa_idx_dot(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s = fmaf(a[i], b[i], s);
-    return s;
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] = fmaf(a[i + j], b[i + j], acc[j]);
+    for (; i < n; i++) acc[i & 15] = fmaf(a[i], b[i], acc[i & 15]);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
 }
 
 #endif

@@ -56,7 +56,8 @@ static void dense_tile(DsaIdxTile *w, const DenseCtx *cx, int64_t b, int64_t t0,
     float *att = w->att;
     for (int64_t h = 0; h < H; h++) {
         dsa_idx_transpose(w->kt, KL_BK, tg->k + (b * L + s0) * H * dqk + h * dqk, H * dqk, nk, dqk);
-        dsa_idx_dots(att + h * KL_BQ * KL_BK, KL_BK, tg->q + (b * L + t0) * H * dqk + h * dqk, H * dqk, w->kt, nq, nk, dqk);
+        dsa_idx_dots(att + h * KL_BQ * KL_BK, KL_BK, tg->q + (b * L + t0) * H * dqk + h * dqk, H * dqk, w->kt, KL_BK,
+                     nq, nk, dqk);
     }
     dsa_idx_score_tile(w, cx->a, s, b, t0, nq, s0, nk);
     for (int64_t i = 0; i < nq; i++) {
@@ -165,18 +166,15 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
                     const int64_t n = b * L + t0 + i;
                     for (int64_t j = 0; j < HI; j++) {
                         const float *u = w.u + (i * HI + j) * KL_BK, *g = w.g + i * KL_BK;
-                        const float *e = w.att + (i * HI + j) * KL_BK;
                         float acc = 0.0f;
                         for (int64_t c = 0; c < nk; c++) acc = fmaf(g[c], u[c] > 0.0f ? u[c] : 0.0f, acc);
                         dw[n * HI + j] += s->scale * acc;
-                        float *dqr = dq + (n * HI + j) * dI;
-                        for (int64_t c = 0; c < nk; c++) {
-                            if (e[c] == 0.0f) continue;
-                            const float *kr = a->k + (b * L + s0 + c) * dI;
-                            for (int64_t d = 0; d < dI; d++) dqr[d] = fmaf(e[c], kr[d], dqr[d]);
-                        }
                     }
                 }
+                /* ∂q̂ += E · k̂ over this key tile (one GEMM-shaped product), tiles in key order */
+                dsa_idx_dots(w.et, dI, w.att, KL_BK, a->k + (b * L + s0) * dI, dI, nq * HI, dI, nk);
+                float *dqb = dq + (b * L + t0) * HI * dI;
+                for (int64_t x = 0; x < nq * HI * dI; x++) dqb[x] += w.et[x];
             }
             for (int64_t i = 0; i < nq; i++) kl_rows[b * L + t0 + i] = row_kl[i], mass_rows[b * L + t0 + i] = row_mass[i];
         }
@@ -188,16 +186,11 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
             for (int64_t t0 = s0 / KL_BQ * KL_BQ; t0 < L; t0 += KL_BQ) {
                 const int64_t nq = L - t0 < KL_BQ ? L - t0 : KL_BQ;
                 dense_tile(&w, &cx, b, t0, nq, s0, nk, NULL, NULL);
-                for (int64_t i = 0; i < nq; i++)
-                    for (int64_t j = 0; j < HI; j++) {
-                        const float *e = w.att + (i * HI + j) * KL_BK;
-                        const float *qr = a->q + ((b * L + t0 + i) * HI + j) * dI;
-                        for (int64_t c = 0; c < nk; c++) {
-                            if (e[c] == 0.0f) continue;
-                            float *dkr = dk + (b * L + s0 + c) * dI;
-                            for (int64_t d = 0; d < dI; d++) dkr[d] = fmaf(e[c], qr[d], dkr[d]);
-                        }
-                    }
+                /* ∂k̂ += Eᵀ · q̂ over this query tile, query tiles in ascending order */
+                dsa_idx_transpose(w.et, nq * HI, w.att, KL_BK, nq * HI, nk);
+                dsa_idx_dots(w.kt, dI, w.et, nq * HI, a->q + (b * L + t0) * HI * dI, dI, nk, dI, nq * HI);
+                float *dkb = dk + (b * L + s0) * dI;
+                for (int64_t x = 0; x < nk * dI; x++) dkb[x] += w.kt[x];
             }
         }
         if (w.kt) dsa_idx_tile_free(&w);

@@ -25,6 +25,80 @@ static void pair_terms(float *u, const float *q, const float *k, int64_t HI, int
     for (int64_t j = 0; j < HI; j++) u[j] = dsa_idx_dot(q + j * dI, k, dI);
 }
 
+/* One query row of the stage-2 loss: KL_t over S_t (returned), G into g_out[n, :],
+ * and with dq the row's ∂w and ∂q̂. The selected keys are processed in chunks of KL_BK:
+ * gathered (transposed) into the tile so the per-head logits and the indexer's head dots
+ * are small GEMM-shaped products. */
+static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexerShape *s, const DsaSparseTarget *tg,
+                         const int32_t *idx, const float *idx_scores, float *g_out, float *dq, float *dw,
+                         float grad_scale, int64_t n, double *selected) {
+    const int64_t L = s->seq_len, HI = s->heads, dI = s->head_dim, K = s->topk, H = tg->heads, dqk = tg->qk_dim;
+    const int64_t b = n / L, t = n % L;
+    const int32_t *row = idx + n * K;
+    const float *isc = idx_scores + n * K, *lse = tg->lse + b * H * L + t;
+    float *g = g_out + n * K;
+    float mx = -INFINITY, sum = 0.0f;
+    int64_t count = 0;
+    for (int64_t i = 0; i < K; i++)
+        if (row[i] >= 0) mx = fmaxf(mx, isc[i]), count++;
+    for (int64_t i = 0; i < K; i++) {
+        g[i] = 0.0f;
+        if (row[i] >= 0) sum += expf(isc[i] - mx);
+    }
+    *selected = (double)count;
+    if (!count) return 0.0;
+    const float lse_i = mx + logf(sum), log_h = logf((float)H);
+    double kl = 0;
+    int32_t slot[KL_BK];
+    for (int64_t i0 = 0; i0 < K; i0 += KL_BK) {
+        int64_t nc = 0;
+        for (int64_t i = i0; i < K && i < i0 + KL_BK; i++)
+            if (row[i] >= 0) slot[nc++] = (int32_t)i;
+        if (!nc) continue;
+        /* a[h][c] = τ Q_t,h · K_s over the chunk */
+        for (int64_t c = 0; c < nc; c++) {
+            const float *kv = tg->kv + (b * L + row[slot[c]]) * dqk;
+            for (int64_t e = 0; e < dqk; e++) w->kt[e * KL_BK + c] = kv[e];
+        }
+        dsa_idx_dots(w->att, KL_BK, tg->q + n * H * dqk, dqk, w->kt, KL_BK, H, nc, dqk);
+        for (int64_t c = 0; c < nc; c++) {
+            const int64_t i = slot[c];
+            float m = -INFINITY, se = 0.0f;
+            for (int64_t h = 0; h < H; h++) m = fmaxf(m, tg->scale * w->att[h * KL_BK + c] - lse[h * L]);
+            for (int64_t h = 0; h < H; h++) se += expf(tg->scale * w->att[h * KL_BK + c] - lse[h * L] - m);
+            const float logp = m + logf(se) - log_h, logpi = isc[i] - lse_i;
+            const float p = expf(logp), pi = expf(logpi);
+            if (p > 0.0f) kl += (double)p * ((double)logp - (double)logpi);
+            g[i] = grad_scale * (pi - p);
+        }
+        if (!dq) continue;
+        /* u[j][c] = q̂_t,j · k̂_s; ∂w_t,j += c Σ G ReLU(u); E = c G w_t,j [u > 0] */
+        for (int64_t c = 0; c < nc; c++) {
+            const float *kr = a->k + (b * L + row[slot[c]]) * dI;
+            for (int64_t e = 0; e < dI; e++) w->kt[e * KL_BK + c] = kr[e];
+        }
+        dsa_idx_dots(w->u, KL_BK, a->q + n * HI * dI, dI, w->kt, KL_BK, HI, nc, dI);
+        const float *wt = a->w + n * HI;
+        for (int64_t j = 0; j < HI; j++) {
+            const float *u = w->u + j * KL_BK;
+            float *e = w->att + j * KL_BK, acc = 0.0f;
+            for (int64_t c = 0; c < nc; c++) {
+                const float gc = g[slot[c]];
+                acc = fmaf(gc, u[c] > 0.0f ? u[c] : 0.0f, acc);
+                e[c] = u[c] > 0.0f ? s->scale * gc * wt[j] : 0.0f;
+            }
+            dw[n * HI + j] += s->scale * acc;
+        }
+        /* ∂q̂_t += E · k̂ over the chunk (k̂ rows gathered) */
+        for (int64_t c = 0; c < nc; c++)
+            memcpy(w->kt + c * dI, a->k + (b * L + row[slot[c]]) * dI, (size_t)dI * sizeof(float));
+        dsa_idx_dots(w->et, dI, w->att, KL_BK, w->kt, dI, HI, dI, nc);
+        float *dqn = dq + n * HI * dI;
+        for (int64_t x = 0; x < HI * dI; x++) dqn[x] += w->et[x];
+    }
+    return kl;
+}
+
 DsaStatus dsa_indexer_kl_sparse(DsaIndexerLoss *out, float *dq, float *dk, float *dw, const DsaIndexerActs *a,
                                 const DsaIndexerShape *s, const DsaSparseTarget *tg, const int32_t *idx,
                                 const float *idx_scores, float grad_scale) {
@@ -45,53 +119,23 @@ DsaStatus dsa_indexer_kl_sparse(DsaIndexerLoss *out, float *dq, float *dk, float
         memset(dk, 0, (size_t)(N * dI) * sizeof(float));
         memset(dw, 0, (size_t)(N * HI) * sizeof(float));
     }
-#pragma omp parallel for schedule(dynamic, 16)
-    for (int64_t n = 0; n < N; n++) {
-        const int64_t b = n / L, t = n % L;
-        const int32_t *row = idx + n * K;
-        const float *isc = idx_scores + n * K;
-        float *g = gsel + n * K;
-        float mx = -INFINITY, sum = 0.0f, u[1024];
-        int64_t count = 0;
-        for (int64_t i = 0; i < K; i++)
-            if (row[i] >= 0) mx = fmaxf(mx, isc[i]), count++;
-        for (int64_t i = 0; i < K; i++)
-            if (row[i] >= 0) sum += expf(isc[i] - mx);
-        const float lse_i = mx + logf(sum);
-        const float *lse = tg->lse + b * H * L + t;
-        double kl = 0;
-        for (int64_t i = 0; i < K; i++) {
-            g[i] = 0.0f;
-            if (row[i] < 0) continue;
-            const float *kv = tg->kv + (b * L + row[i]) * dqk;
-            float att[1024];
-            DSA_ASSERT(H <= 1024);
-            for (int64_t h = 0; h < H; h++) att[h] = tg->scale * dsa_idx_dot(tg->q + (n * H + h) * dqk, kv, dqk);
-            float m = -INFINITY, se = 0.0f;
-            for (int64_t h = 0; h < H; h++) m = fmaxf(m, att[h] - lse[h * L]);
-            for (int64_t h = 0; h < H; h++) se += expf(att[h] - lse[h * L] - m);
-            const float logp = m + logf(se) - logf((float)H), logpi = isc[i] - lse_i;
-            const float p = expf(logp), pi = expf(logpi);
-            if (p > 0.0f) kl += (double)p * ((double)logp - (double)logpi);
-            g[i] = grad_scale * (pi - p);
+    int failed = 0;
+#pragma omp parallel reduction(+ : failed)
+    {
+        DsaIdxTile w = {0};
+        if (!dsa_idx_tile_alloc(&w, s, H, dqk)) failed = 1;
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t n = 0; n < N; n++) {
+            if (failed) continue;
+            row_stats[n] = sparse_row(&w, a, s, tg, idx, idx_scores, gsel, grads ? dq : NULL, dw, grad_scale, n,
+                                      &row_stats[N + n]);
         }
-        row_stats[n] = count ? kl : 0.0;
-        row_stats[N + n] = (double)count;
-        if (!grads) continue;
-        /* ∂w and ∂q̂ of the row (§7 with the sums over S_t) */
-        const float *wt = a->w + n * HI;
-        for (int64_t i = 0; i < K; i++) {
-            if (row[i] < 0 || g[i] == 0.0f) continue;
-            const float *kr = a->k + (b * L + row[i]) * dI;
-            pair_terms(u, a->q + n * HI * dI, kr, HI, dI);
-            for (int64_t j = 0; j < HI; j++) {
-                if (u[j] <= 0.0f) continue;
-                dw[n * HI + j] += s->scale * g[i] * u[j];
-                const float e = s->scale * g[i] * wt[j];
-                float *dqr = dq + (n * HI + j) * dI;
-                for (int64_t d = 0; d < dI; d++) dqr[d] = fmaf(e, kr[d], dqr[d]);
-            }
-        }
+        if (w.kt) dsa_idx_tile_free(&w);
+    }
+    if (failed) {
+        dsa_free(gsel, g_bytes);
+        dsa_free(row_stats, row_bytes);
+        DSA_FAIL(DSA_ERR_NOMEM, "sparse indexer KL tile scratch");
     }
     double kl_sum = 0, selected = 0;
     for (int64_t n = 0; n < N; n++) kl_sum += row_stats[n], selected += row_stats[N + n];

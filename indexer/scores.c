@@ -13,10 +13,40 @@
 
 
 /* out[r][c] = Σ_d A[r][d] · BT[d][c] for r < m, c < n (BT stride ld, out stride ld). */
-void dsa_idx_dots(float *out, int64_t ld, const float *A, int64_t lda, const float *BT, int64_t m, int64_t n,
-                 int64_t d) {
-    for (int64_t r = 0; r < m; r++) {
-        float *o = out + r * ld;
+void dsa_idx_dots(float *out, int64_t ldo, const float *A, int64_t lda, const float *BT, int64_t ld, int64_t m,
+                  int64_t n, int64_t d) {
+    /* Register blocks of 4 rows × 16 columns (the compiler keeps acc in vector registers);
+     * every output is still the sum over e in order 0 … d−1, so edges computed by the
+     * plain loop below give the same bits as the blocked interior. */
+    enum { RB = 4, CB = 2 * IDX_VW };
+    int64_t r = 0;
+    for (; r + RB <= m; r += RB) {
+        int64_t c = 0;
+        for (; c + CB <= n; c += CB) {
+            IdxVec acc[RB][2];
+            for (int rr = 0; rr < RB; rr++) acc[rr][0] = acc[rr][1] = idx_vsplat(0.0f);
+            for (int64_t e = 0; e < d; e++) {
+                const IdxVec b0 = idx_vload(BT + e * ld + c), b1 = idx_vload(BT + e * ld + c + IDX_VW);
+                for (int rr = 0; rr < RB; rr++) {
+                    const IdxVec x = idx_vsplat(A[(r + rr) * lda + e]);
+                    acc[rr][0] = idx_vfma(x, b0, acc[rr][0]);
+                    acc[rr][1] = idx_vfma(x, b1, acc[rr][1]);
+                }
+            }
+            for (int rr = 0; rr < RB; rr++) {
+                idx_vstore(out + (r + rr) * ldo + c, acc[rr][0]);
+                idx_vstore(out + (r + rr) * ldo + c + IDX_VW, acc[rr][1]);
+            }
+        }
+        for (int64_t rr = r; rr < r + RB && c < n; rr++) {
+            float *o = out + rr * ldo;
+            for (int64_t cc = c; cc < n; cc++) o[cc] = 0.0f;
+            for (int64_t e = 0; e < d; e++)
+                for (int64_t cc = c; cc < n; cc++) o[cc] = fmaf(A[rr * lda + e], BT[e * ld + cc], o[cc]);
+        }
+    }
+    for (; r < m; r++) {
+        float *o = out + r * ldo;
         const float *a = A + r * lda;
         for (int64_t c = 0; c < n; c++) o[c] = 0.0f;
         for (int64_t e = 0; e < d; e++) {
@@ -36,7 +66,8 @@ void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64
 bool dsa_idx_tile_alloc(DsaIdxTile *t, const DsaIndexerShape *s, int64_t heads, int64_t qk_dim) {
     int64_t dmax = s->head_dim > qk_dim ? s->head_dim : qk_dim;
     int64_t hmax = heads > s->heads ? heads : s->heads;
-    t->floats = (size_t)(dmax * KL_BK + KL_BQ * s->heads * KL_BK + 2 * KL_BQ * KL_BK + hmax * KL_BQ * KL_BK);
+    int64_t et = KL_BQ * s->heads * (KL_BK > s->head_dim ? KL_BK : s->head_dim);
+    t->floats = (size_t)(dmax * KL_BK + KL_BQ * s->heads * KL_BK + 2 * KL_BQ * KL_BK + hmax * KL_BQ * KL_BK + et);
     float *p = dsa_malloc(t->floats * sizeof(float));
     if (!p) return false;
     t->kt = p;
@@ -44,6 +75,7 @@ bool dsa_idx_tile_alloc(DsaIdxTile *t, const DsaIndexerShape *s, int64_t heads, 
     t->sc = t->u + KL_BQ * s->heads * KL_BK;
     t->g = t->sc + KL_BQ * KL_BK;
     t->att = t->g + KL_BQ * KL_BK;
+    t->et = t->att + hmax * KL_BQ * KL_BK;
     return true;
 }
 
@@ -54,14 +86,21 @@ void dsa_idx_score_tile(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexer
                        int64_t nq, int64_t s0, int64_t nk) {
     const int64_t HI = s->heads, dI = s->head_dim, L = s->seq_len;
     dsa_idx_transpose(w->kt, KL_BK, a->k + (b * L + s0) * dI, dI, nk, dI);
-    dsa_idx_dots(w->u, KL_BK, a->q + (b * L + t0) * HI * dI, dI, w->kt, nq * HI, nk, dI);
+    dsa_idx_dots(w->u, KL_BK, a->q + (b * L + t0) * HI * dI, dI, w->kt, KL_BK, nq * HI, nk, dI);
     for (int64_t i = 0; i < nq; i++) {
         float *row = w->sc + i * KL_BK;
         const float *wt = a->w + (b * L + t0 + i) * HI;
-        for (int64_t c = 0; c < nk; c++) row[c] = 0.0f;
+        int64_t c0 = 0;
+        for (; c0 + IDX_VW <= nk; c0 += IDX_VW) { /* the same per-element order as the tail */
+            IdxVec acc = idx_vsplat(0.0f);
+            for (int64_t j = 0; j < HI; j++)
+                acc = idx_vfma(idx_vsplat(wt[j]), idx_vrelu(idx_vload(w->u + (i * HI + j) * KL_BK + c0)), acc);
+            idx_vstore(row + c0, acc);
+        }
+        for (int64_t c = c0; c < nk; c++) row[c] = 0.0f;
         for (int64_t j = 0; j < HI; j++) {
             const float *u = w->u + (i * HI + j) * KL_BK;
-            for (int64_t c = 0; c < nk; c++) row[c] = fmaf(wt[j], u[c] > 0.0f ? u[c] : 0.0f, row[c]);
+            for (int64_t c = c0; c < nk; c++) row[c] = fmaf(wt[j], u[c] > 0.0f ? u[c] : 0.0f, row[c]);
         }
         for (int64_t c = 0; c < nk; c++) row[c] = s0 + c <= t0 + i ? s->scale * row[c] : -INFINITY;
     }

@@ -4,6 +4,8 @@
 #ifndef DSA_PRETRAIN_CLI_H
 #define DSA_PRETRAIN_CLI_H
 
+#include <stdio.h>
+
 #include "core/error.h"
 
 int cli_config(int argc, char **argv);  /* print a resolved configuration */
@@ -13,6 +15,9 @@ int cli_stream(int argc, char **argv);  /* run the streaming loader */
 int cli_bench(int argc, char **argv);   /* benchmarks: loader, train, gemm */
 int cli_bench_train(int argc, char **argv); /* training-step throughput (cli_bench_train.c) */
 int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (cli_bench_train.c) */
+int cli_bench_dsa(int argc, char **argv);   /* dense vs sparse training step (cli_bench_dsa.c) */
+/* The markdown section header of a recorded benchmark: title, date, device, command. */
+void cli_bench_record_header(FILE *f, const char *what, int argc, char **argv);
 int cli_info(int argc, char **argv);    /* build and device information */
 int cli_train(int argc, char **argv);   /* LM training, checkpoints, resume */
 int cli_eval(int argc, char **argv);    /* held-out loss of a checkpoint */

@@ -79,7 +79,7 @@ out_model:
     return st;
 }
 
-static void record_header(FILE *f, const char *what, int argc, char **argv) {
+void cli_bench_record_header(FILE *f, const char *what, int argc, char **argv) {
     char date[32];
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d", localtime(&now));
@@ -170,7 +170,7 @@ int cli_bench_train(int argc, char **argv) {
         if (!rec) st = dsa_error_set(DSA_ERR_IO, __FILE__, __LINE__, "%s: cannot append", record);
     }
     if (st == DSA_OK && rec) {
-        record_header(rec, "Training step", argc, argv);
+        cli_bench_record_header(rec, "Training step", argc, argv);
         fprintf(rec, "| config | params | seq_len x batch | ms/step | tokens/s | GFLOP/s | peak alloc | peak RSS |\n"
                      "|---|---|---|---|---|---|---|---|\n");
     }
