@@ -96,7 +96,9 @@ void cli_bench_record_header(FILE *f, const char *what, int argc, char **argv) {
             }
         fclose(ci);
     }
-    fprintf(f, "\n## %s, %s\n\n- device: %s, %d threads\n- command: `dsa", what, date, cpu, dsa_backend_cpu_threads());
+    /* argv[0] is the benchmark's name (train, gemm, dsa): the command is `dsa bench NAME ...` */
+    fprintf(f, "\n## %s, %s\n\n- device: %s, %d threads\n- command: `dsa bench", what, date, cpu,
+            dsa_backend_cpu_threads());
     for (int i = 0; i < argc; i++) fprintf(f, " %s", argv[i]);
     fprintf(f, "`\n\n");
 }
