@@ -7,6 +7,18 @@
  * NOTE (loss scale): LM training counts every target of every window, so each
  * micro-batch's backward is scaled by 1 / (global_batch · seq_len) and the accumulated
  * gradient is that of the mean loss over the step, whatever the micro-batch split.
+ * The indexer's KL gradient uses the same 1/|R| (every query row of the step, DSA-SPEC
+ * §6.1 Decision (reduction)), summed over layers.
+ * NOTE (DSA stages, DSA-SPEC §1, §6): for a model with an indexer every stage computes
+ * the indexer loss; `trainable: "indexer"` freezes the main model (requires_grad off, no
+ * LM backward, AdamW masked: its weights stay bit-identical), `"all"` trains the main
+ * model by the LM loss and the indexer by its KL (the two never mix, §6.4). `attention:
+ * "sparse"` selects top-k keys per query (stage index_topk). A dense "all" stage of a
+ * DSA model (not in the paper's recipe) therefore trains the indexer by the dense KL.
+ * At the switch nothing is reset: the indexer's AdamW state carries over and the main
+ * model's moments are still zero from the frozen warm-up (§1 Decision (switch)).
+ * Recall is measured on every row in dense stages and on train.recall_rows sampled rows
+ * per sequence in sparse ones (their dense log-sum-exps are recomputed for the metric).
  */
 #include "pretrain/trainer.h"
 
