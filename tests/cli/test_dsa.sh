@@ -62,6 +62,8 @@ ev=(--data "$work/heldout" --seq-len 128 --windows 32 --batch 8 --threads 2)
 "$DSA" eval "$work/dsa" "${ev[@]}" --json > "$work/dsa.json" 2> "$last_out" || not_ok "eval the DSA model"
 expect_output "eval of a DSA model prints dense vs sparse, per-layer KL and recall" "indexer KL.*recall" \
   "$DSA" eval "$work/dsa" "${ev[@]}"
+expect_output "eval JSON: per-layer KL and recall, dense and sparse task accuracy" \
+  '"layers":\[\{"kl":[0-9.e-]+,"recall":[0-9.e-]+\},.*"tasks":\{"kv":[0-9.e-]+,"kv_sparse":[0-9.e-]+\}' cat "$work/dsa.json"
 verdict=$(python3 - "$work/dense.json" "$work/dsa.json" <<'PY'
 import json, sys
 dense, dsa = (json.load(open(p)) for p in sys.argv[1:])
