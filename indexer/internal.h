@@ -61,6 +61,10 @@ typedef struct {
     float *g;   /* [KL_BQ][KL_BK] G = ∂L/∂I */
     float *et;  /* [KL_BK][KL_BQ · H_I] Eᵀ, then [KL_BQ · H_I][d_I] partial ∂q̂ */
     size_t floats;
+    /* optional, shared and read-only: every key pre-transposed once per call
+     * (dsa_idx_keys_transposed), so tiles need no transpose of their own */
+    const float *k_t;   /* [batch][d_I][L] k̂ */
+    const float *mla_t; /* [batch][H][d_qk][L] MLA keys (dense KL) */
 } DsaIdxTile;
 
 /* Scratch for tiles of an indexer `s` and a target attention of `heads` × `qk_dim`. */
@@ -71,22 +75,34 @@ void dsa_idx_dots(float *out, int64_t ldo, const float *A, int64_t lda, const fl
                   int64_t n, int64_t d);
 /* BT[d][c] = B[c][d] for c < n (B row stride ldb). */
 void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64_t n, int64_t d);
+/* dst[b][h][e][t] = src[(b·L + t)·row + h·d + e]: keys of `heads` heads of width d per
+ * token, transposed per sequence and head (parallel over sequences and heads). */
+void dsa_idx_keys_transposed(float *dst, const float *src, int64_t batch, int64_t L, int64_t heads, int64_t d,
+                             int64_t row);
+
 /* Scores (t->sc) and head dots (t->u) of rows t0..t0+nq and keys s0..s0+nk of sequence b
  * (nq <= KL_BQ, nk <= KL_BK); −∞ where s > t. */
 void dsa_idx_score_tile(DsaIdxTile *t, const DsaIndexerActs *a, const DsaIndexerShape *s, int64_t b, int64_t t0,
                         int64_t nq, int64_t s0, int64_t nk);
 
-/* Σ a_i b_i with 16 interleaved partial sums combined pairwise: a fixed order (the same
- * bits wherever it is called) that vectorizes. */
+/* Σ a_i b_i in a fixed order (the same bits wherever it is called in one build): two
+ * vector accumulators over chunks of 2·IDX_VW, the tail into the same lanes, then a
+ * pairwise tree over the 2·IDX_VW lanes. */
 static inline float dsa_idx_dot(const float *a, const float *b, int64_t n) {
-    float acc[16] = {0};
+    enum { W = 2 * IDX_VW };
+    IdxVec acc0 = idx_vsplat(0.0f), acc1 = idx_vsplat(0.0f);
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] = fmaf(a[i + j], b[i + j], acc[j]);
-    for (; i < n; i++) acc[i & 15] = fmaf(a[i], b[i], acc[i & 15]);
-    for (int w = 8; w >= 1; w /= 2)
-        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
-    return acc[0];
+    for (; i + W <= n; i += W) {
+        acc0 = idx_vfma(idx_vload(a + i), idx_vload(b + i), acc0);
+        acc1 = idx_vfma(idx_vload(a + i + IDX_VW), idx_vload(b + i + IDX_VW), acc1);
+    }
+    float lane[W];
+    idx_vstore(lane, acc0);
+    idx_vstore(lane + IDX_VW, acc1);
+    for (int j = 0; i < n; i++, j++) lane[j] = fmaf(a[i], b[i], lane[j]);
+    for (int w = W / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    return lane[0];
 }
 
 #endif

@@ -24,6 +24,7 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
+#include "kernels/cpu/vexp.h"
 
 /* ---- dense (stage 1) ----------------------------------------------------------------- */
 
@@ -37,15 +38,6 @@ typedef struct {
     float grad_scale;
 } DenseCtx;
 
-/* log p of one (row, key) from the per-head logits a_h (already scaled by τ). */
-static float log_target(const float *att, int64_t stride, int64_t heads, const float *lse, int64_t lse_stride) {
-    float m = -INFINITY;
-    for (int64_t h = 0; h < heads; h++) m = fmaxf(m, att[h * stride] - lse[h * lse_stride]);
-    float sum = 0.0f;
-    for (int64_t h = 0; h < heads; h++) sum += expf(att[h * stride] - lse[h * lse_stride] - m);
-    return m + logf(sum) - logf((float)heads);
-}
-
 /* P2/P3 tile: scores, MLA logits, G (into w->g) and E (into w->att, H_I rows per query).
  * With row_kl / row_mass, adds each row's KL and captured-mass terms. */
 static void dense_tile(DsaIdxTile *w, const DenseCtx *cx, int64_t b, int64_t t0, int64_t nq, int64_t s0, int64_t nk,
@@ -54,35 +46,51 @@ static void dense_tile(DsaIdxTile *w, const DenseCtx *cx, int64_t b, int64_t t0,
     const DsaDenseTarget *tg = cx->tg;
     const int64_t L = s->seq_len, H = tg->heads, dqk = tg->qk_dim, HI = s->heads;
     float *att = w->att;
-    for (int64_t h = 0; h < H; h++) {
-        dsa_idx_transpose(w->kt, KL_BK, tg->k + (b * L + s0) * H * dqk + h * dqk, H * dqk, nk, dqk);
-        dsa_idx_dots(att + h * KL_BQ * KL_BK, KL_BK, tg->q + (b * L + t0) * H * dqk + h * dqk, H * dqk, w->kt, KL_BK,
-                     nq, nk, dqk);
-    }
+    for (int64_t h = 0; h < H; h++)
+        dsa_idx_dots(att + h * KL_BQ * KL_BK, KL_BK, tg->q + (b * L + t0) * H * dqk + h * dqk, H * dqk,
+                     w->mla_t + (b * H + h) * dqk * L + s0, L, nq, nk, dqk);
     dsa_idx_score_tile(w, cx->a, s, b, t0, nq, s0, nk);
     for (int64_t i = 0; i < nq; i++) {
         const int64_t t = t0 + i, n = b * L + t;
-        const float *lse = tg->lse + b * H * L + t;
-        const float lse_i = cx->lse_i[n];
-        double kl = 0, mass = 0;
-        for (int64_t c = 0; c < nk; c++) {
-            const int64_t key = s0 + c;
-            float *g = &w->g[i * KL_BK + c];
-            if (key > t) {
-                *g = 0.0f;
-                continue;
+        const int64_t nv = t - s0 + 1 < nk ? t - s0 + 1 : nk; /* causal keys of this row in the tile */
+        const float *lse = tg->lse + b * H * L + t, *sc = w->sc + i * KL_BK;
+        const float lse_i = cx->lse_i[n], log_h = logf((float)H);
+        float *g = w->g + i * KL_BK;
+        /* log p = m + log Σ_h exp(a_h − lse_h − m) − ln H, m = max_h (a_h − lse_h): loops
+         * over keys innermost so they vectorize (dsa_vexpf) */
+        float m[KL_BK], se[KL_BK], logp[KL_BK];
+        for (int64_t c = 0; c < nv; c++) m[c] = -INFINITY, se[c] = 0.0f;
+        for (int64_t h = 0; h < H; h++) {
+            const float *ah = att + (h * KL_BQ + i) * KL_BK, lh = lse[h * L];
+#pragma omp simd
+            for (int64_t c = 0; c < nv; c++) {
+                const float x = tg->scale * ah[c] - lh;
+                m[c] = x > m[c] ? x : m[c]; /* (a ternary, not fmaxf: it vectorizes) */
             }
-            const float ival = w->sc[i * KL_BK + c];
-            for (int64_t h = 0; h < H; h++) att[(h * KL_BQ + i) * KL_BK + c] *= tg->scale;
-            const float logp = log_target(att + i * KL_BK + c, KL_BQ * KL_BK, H, lse, L);
-            const float logpi = ival - lse_i;
-            const float p = expf(logp), pi = expf(logpi);
-            if (p > 0.0f) kl += (double)p * ((double)logp - (double)logpi);
-            if (cx->thr_score &&
-                (ival > cx->thr_score[n] || (ival == cx->thr_score[n] && key <= cx->thr_index[n])))
-                mass += p;
-            *g = cx->grad_scale * (pi - p);
         }
+        for (int64_t h = 0; h < H; h++) {
+            const float *ah = att + (h * KL_BQ + i) * KL_BK, lh = lse[h * L];
+            float x[KL_BK];
+            for (int64_t c = 0; c < nv; c++) x[c] = tg->scale * ah[c] - lh - m[c];
+#pragma omp simd
+            for (int64_t c = 0; c < nv; c++) x[c] = dsa_vexpf(x[c]);
+            for (int64_t c = 0; c < nv; c++) se[c] += x[c];
+        }
+        for (int64_t c = 0; c < nv; c++) logp[c] = m[c] + logf(se[c]) - log_h;
+        float p[KL_BK];
+#pragma omp simd
+        for (int64_t c = 0; c < nv; c++) {
+            p[c] = dsa_vexpf(logp[c]);
+            g[c] = cx->grad_scale * (dsa_vexpf(sc[c] - lse_i) - p[c]);
+        }
+        double kl = 0, mass = 0;
+        for (int64_t c = 0; c < nv; c++) {
+            if (p[c] > 0.0f) kl += (double)p[c] * ((double)logp[c] - (double)(sc[c] - lse_i));
+            if (cx->thr_score &&
+                (sc[c] > cx->thr_score[n] || (sc[c] == cx->thr_score[n] && s0 + c <= cx->thr_index[n])))
+                mass += p[c];
+        }
+        for (int64_t c = nv < 0 ? 0 : nv; c < nk; c++) g[c] = 0.0f;
         if (row_kl) row_kl[i] += kl;
         if (row_mass) row_mass[i] += mass;
     }
@@ -93,7 +101,8 @@ static void dense_tile(DsaIdxTile *w, const DenseCtx *cx, int64_t b, int64_t t0,
         for (int64_t j = 0; j < HI; j++) {
             const float *u = w->u + (i * HI + j) * KL_BK, *g = w->g + i * KL_BK;
             float *er = e + (i * HI + j) * KL_BK;
-            for (int64_t c = 0; c < nk; c++) er[c] = u[c] > 0.0f ? s->scale * g[c] * wt[j] : 0.0f;
+            const float cw = s->scale * wt[j];
+            for (int64_t c = 0; c < nk; c++) er[c] = cw * g[c] * (float)(u[c] > 0.0f); /* (no branch: vectorizes) */
         }
     }
 }
@@ -118,6 +127,17 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
         thr_score[n] = idx_scores[n * K + last];
         thr_index[n] = idx[n * K + last];
     }
+    /* every key transposed once (indexer k̂ and the MLA keys of each head): O(L·d) */
+    const int64_t H = target->heads, dqk = target->qk_dim;
+    size_t keys_bytes = (size_t)(N * dI + N * H * dqk) * sizeof(float);
+    float *k_t = dsa_malloc(keys_bytes);
+    if (!k_t) {
+        dsa_free(kl_rows, stat_bytes);
+        DSA_FAIL(DSA_ERR_NOMEM, "indexer KL transposed keys: %zu bytes", keys_bytes);
+    }
+    float *mla_t = k_t + N * dI;
+    dsa_idx_keys_transposed(k_t, a->k, s->batch, L, 1, dI, dI);
+    dsa_idx_keys_transposed(mla_t, target->k, s->batch, L, H, dqk, H * dqk);
     DenseCtx cx = {.a = a, .s = s, .tg = target, .lse_i = lse_i, .thr_score = idx ? thr_score : NULL,
                    .thr_index = thr_index, .grad_scale = grad_scale};
     if (grads) {
@@ -130,6 +150,7 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
     {
         DsaIdxTile w = {0};
         if (!dsa_idx_tile_alloc(&w, s, target->heads, target->qk_dim)) failed = 1;
+        w.k_t = k_t, w.mla_t = mla_t;
         /* P1: lseI_t by online log-sum-exp over the causal key tiles */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t job = 0; job < s->batch * qblocks; job++) {
@@ -167,7 +188,9 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
                     for (int64_t j = 0; j < HI; j++) {
                         const float *u = w.u + (i * HI + j) * KL_BK, *g = w.g + i * KL_BK;
                         float acc = 0.0f;
-                        for (int64_t c = 0; c < nk; c++) acc = fmaf(g[c], u[c] > 0.0f ? u[c] : 0.0f, acc);
+                        /* (lanes of a fixed width per build: deterministic, whatever the threads) */
+#pragma omp simd reduction(+ : acc)
+                        for (int64_t c = 0; c < nk; c++) acc += g[c] * (u[c] > 0.0f ? u[c] : 0.0f);
                         dw[n * HI + j] += s->scale * acc;
                     }
                 }
@@ -198,6 +221,7 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
     double kl_sum = 0, mass_sum = 0; /* in row order: the same bits for any thread count */
     for (int64_t n = 0; n < N; n++) kl_sum += kl_rows[n], mass_sum += mass_rows[n];
     dsa_free(kl_rows, stat_bytes);
+    dsa_free(k_t, keys_bytes);
     if (failed) DSA_FAIL(DSA_ERR_NOMEM, "indexer KL tile scratch");
     out->kl_sum += kl_sum;
     out->rows += N;

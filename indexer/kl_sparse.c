@@ -55,12 +55,12 @@ static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexe
         for (int64_t i = i0; i < K && i < i0 + KL_BK; i++)
             if (row[i] >= 0) slot[nc++] = (int32_t)i;
         if (!nc) continue;
-        /* a[h][c] = τ Q_t,h · K_s over the chunk */
+        /* a[h][c] = Q_t,h · K_s over the chunk (each key row read once, from cache, for all
+         * heads; a gathered transpose of 576-wide rows costs more than it saves) */
         for (int64_t c = 0; c < nc; c++) {
             const float *kv = tg->kv + (b * L + row[slot[c]]) * dqk;
-            for (int64_t e = 0; e < dqk; e++) w->kt[e * KL_BK + c] = kv[e];
+            for (int64_t h = 0; h < H; h++) w->att[h * KL_BK + c] = dsa_idx_dot(tg->q + (n * H + h) * dqk, kv, dqk);
         }
-        dsa_idx_dots(w->att, KL_BK, tg->q + n * H * dqk, dqk, w->kt, KL_BK, H, nc, dqk);
         for (int64_t c = 0; c < nc; c++) {
             const int64_t i = slot[c];
             float m = -INFINITY, se = 0.0f;
@@ -75,9 +75,8 @@ static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexe
         /* u[j][c] = q̂_t,j · k̂_s; ∂w_t,j += c Σ G ReLU(u); E = c G w_t,j [u > 0] */
         for (int64_t c = 0; c < nc; c++) {
             const float *kr = a->k + (b * L + row[slot[c]]) * dI;
-            for (int64_t e = 0; e < dI; e++) w->kt[e * KL_BK + c] = kr[e];
+            for (int64_t j = 0; j < HI; j++) w->u[j * KL_BK + c] = dsa_idx_dot(a->q + (n * HI + j) * dI, kr, dI);
         }
-        dsa_idx_dots(w->u, KL_BK, a->q + n * HI * dI, dI, w->kt, KL_BK, HI, nc, dI);
         const float *wt = a->w + n * HI;
         for (int64_t j = 0; j < HI; j++) {
             const float *u = w->u + j * KL_BK;

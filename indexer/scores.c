@@ -57,6 +57,19 @@ void dsa_idx_dots(float *out, int64_t ldo, const float *A, int64_t lda, const fl
 }
 
 /* BT[d][c] = B[c][d] for c < n (B row stride ldb). */
+void dsa_idx_keys_transposed(float *dst, const float *src, int64_t batch, int64_t L, int64_t heads, int64_t d,
+                             int64_t row) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < heads; h++) {
+            float *o = dst + (b * heads + h) * d * L;
+            /* blocks of 16 tokens keep the strided reads and writes in cache lines */
+            for (int64_t t0 = 0; t0 < L; t0 += 16)
+                for (int64_t e = 0; e < d; e++)
+                    for (int64_t t = t0; t < t0 + 16 && t < L; t++) o[e * L + t] = src[(b * L + t) * row + h * d + e];
+        }
+}
+
 void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64_t n, int64_t d) {
     for (int64_t c = 0; c < n; c++)
         for (int64_t e = 0; e < d; e++) BT[e * ld + c] = B[c * ldb + e];
@@ -71,6 +84,7 @@ bool dsa_idx_tile_alloc(DsaIdxTile *t, const DsaIndexerShape *s, int64_t heads, 
     float *p = dsa_malloc(t->floats * sizeof(float));
     if (!p) return false;
     t->kt = p;
+    t->k_t = t->mla_t = NULL;
     t->u = t->kt + dmax * KL_BK;
     t->sc = t->u + KL_BQ * s->heads * KL_BK;
     t->g = t->sc + KL_BQ * KL_BK;
@@ -85,8 +99,14 @@ void dsa_idx_tile_free(DsaIdxTile *t) { dsa_free(t->kt, t->floats * sizeof(float
 void dsa_idx_score_tile(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexerShape *s, int64_t b, int64_t t0,
                        int64_t nq, int64_t s0, int64_t nk) {
     const int64_t HI = s->heads, dI = s->head_dim, L = s->seq_len;
-    dsa_idx_transpose(w->kt, KL_BK, a->k + (b * L + s0) * dI, dI, nk, dI);
-    dsa_idx_dots(w->u, KL_BK, a->q + (b * L + t0) * HI * dI, dI, w->kt, KL_BK, nq * HI, nk, dI);
+    const float *bt = w->kt;
+    int64_t ld = KL_BK;
+    if (w->k_t) {
+        bt = w->k_t + b * dI * L + s0, ld = L;
+    } else {
+        dsa_idx_transpose(w->kt, KL_BK, a->k + (b * L + s0) * dI, dI, nk, dI);
+    }
+    dsa_idx_dots(w->u, KL_BK, a->q + (b * L + t0) * HI * dI, dI, bt, ld, nq * HI, nk, dI);
     for (int64_t i = 0; i < nq; i++) {
         float *row = w->sc + i * KL_BK;
         const float *wt = a->w + (b * L + t0 + i) * HI;

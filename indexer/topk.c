@@ -60,11 +60,16 @@ DsaStatus dsa_indexer_topk(int32_t *idx, float *scores, const DsaIndexerActs *a,
     const int64_t L = s->seq_len, K = s->topk;
     const int64_t qblocks = (L + TOPK_BQ - 1) / TOPK_BQ, jobs = s->batch * qblocks;
     const size_t heap_items = (size_t)(TOPK_BQ * K);
+    const size_t kt_bytes = (size_t)(s->batch * L * s->head_dim) * sizeof(float);
+    float *k_t = dsa_malloc(kt_bytes); /* keys transposed once, shared by every tile */
+    if (!k_t) DSA_FAIL(DSA_ERR_NOMEM, "top-k transposed keys: %zu bytes", kt_bytes);
+    dsa_idx_keys_transposed(k_t, a->k, s->batch, L, 1, s->head_dim, s->head_dim);
     int failed = 0;
 #pragma omp parallel
     {
         DsaIdxTile tile = {0};
         bool have_tile = dsa_idx_tile_alloc(&tile, s, 1, 1);
+        tile.k_t = k_t;
         Cand *heaps = dsa_malloc(heap_items * sizeof(Cand));
         if (!have_tile || !heaps) {
 #pragma omp atomic write
@@ -102,6 +107,7 @@ DsaStatus dsa_indexer_topk(int32_t *idx, float *scores, const DsaIndexerActs *a,
         if (have_tile) dsa_idx_tile_free(&tile);
         dsa_free(heaps, heap_items * sizeof(Cand));
     }
+    dsa_free(k_t, kt_bytes);
     if (failed)
         DSA_FAIL(DSA_ERR_NOMEM, "top-k scratch: %zu bytes per thread", heap_items * sizeof(Cand));
     return DSA_OK;
