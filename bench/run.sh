@@ -9,8 +9,8 @@
 #    tokens and of configs/small-dense.json (150M parameters) at 4K and 8K, with the
 #    machine's SGEMM rate measured by the same binary beside them;
 #  - the DSA sweep (configs/bench-dsa.json, `dsa bench dsa`): one training step with dense
-#    attention, the indexer warm-up step and the sparse top-k step at 4K..32K tokens,
-#    k = 512 and k = 2048 (about 25 more minutes on 2 cores);
+#    attention, the indexer warm-up step and the sparse top-k step at 4K..32K tokens with
+#    k = 512, and the sparse step with k = 2048 (about 25 more minutes on 2 cores);
 #  - the same steps in PyTorch (tools/torch_ref.py bench, same config and threads) when
 #    a torch environment exists (TORCH_PY, default .venv-torch/bin/python; make one with
 #    tools/torch_env.sh), so the ratio comes from one run.
@@ -36,11 +36,9 @@ gemm=$("$dsa" bench gemm --threads "$threads" --json)
     --record bench/RESULTS.md
 "$dsa" bench train --config configs/small-dense.json --seq-len 4096,8192 --steps 1 --threads "$threads" \
     --record bench/RESULTS.md
-"$dsa" bench dsa --config configs/bench-dsa.json --seq-len 4096,8192,16384,32768 --kinds dense,sparse \
+"$dsa" bench dsa --config configs/bench-dsa.json --seq-len 4096,8192,16384,32768 --kinds dense,warmup,sparse \
     --set model.index_topk=512 --threads "$threads" --record bench/RESULTS.md
 "$dsa" bench dsa --config configs/bench-dsa.json --seq-len 4096,8192,16384,32768 --kinds sparse \
-    --threads "$threads" --record bench/RESULTS.md
-"$dsa" bench dsa --config configs/bench-dsa.json --seq-len 4096,8192,16384 --kinds warmup \
     --threads "$threads" --record bench/RESULTS.md
 printf '\nSGEMM through OpenBLAS in the same run: `%s`\n' "$gemm" >> bench/RESULTS.md
 torch_py=${TORCH_PY:-.venv-torch/bin/python}
