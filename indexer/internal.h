@@ -80,6 +80,16 @@ void dsa_idx_transpose(float *BT, int64_t ld, const float *B, int64_t ldb, int64
 void dsa_idx_keys_transposed(float *dst, const float *src, int64_t batch, int64_t L, int64_t heads, int64_t d,
                              int64_t row);
 
+/* The target's log p over n keys of one query row (DSA-SPEC §6.1):
+ *   logp[c] = m + log Σ_h exp(τ·att_h[c] − lse_h − m) − ln H,  m = max_h (τ·att_h[c] − lse_h),
+ * with att_h = att + h·head_stride (raw q·k dots) and lse_h = lse[h·lse_stride]. Key loops
+ * innermost, so they vectorize. */
+void dsa_idx_log_target(float *logp, const float *att, int64_t head_stride, int64_t heads, const float *lse,
+                        int64_t lse_stride, float scale, int64_t n);
+
+/* Zero the three score-side gradient buffers ∂q̂ [N, H_I, d_I], ∂k̂ [N, d_I], ∂w [N, H_I]. */
+void dsa_idx_zero_grads(float *dq, float *dk, float *dw, const DsaIndexerShape *s);
+
 /* Scores (t->sc) and head dots (t->u) of rows t0..t0+nq and keys s0..s0+nk of sequence b
  * (nq <= KL_BQ, nk <= KL_BK); −∞ where s > t. */
 void dsa_idx_score_tile(DsaIdxTile *t, const DsaIndexerActs *a, const DsaIndexerShape *s, int64_t b, int64_t t0,

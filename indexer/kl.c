@@ -24,7 +24,7 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
-#include "kernels/cpu/vexp.h"
+#include "kernels/cpu/vexp.h" /* dsa_vexpf */
 
 /* ---- dense (stage 1) ----------------------------------------------------------------- */
 
@@ -54,29 +54,10 @@ static void dense_tile(DsaIdxTile *w, const DenseCtx *cx, int64_t b, int64_t t0,
         const int64_t t = t0 + i, n = b * L + t;
         const int64_t nv = t - s0 + 1 < nk ? t - s0 + 1 : nk; /* causal keys of this row in the tile */
         const float *lse = tg->lse + b * H * L + t, *sc = w->sc + i * KL_BK;
-        const float lse_i = cx->lse_i[n], log_h = logf((float)H);
+        const float lse_i = cx->lse_i[n];
         float *g = w->g + i * KL_BK;
-        /* log p = m + log Σ_h exp(a_h − lse_h − m) − ln H, m = max_h (a_h − lse_h): loops
-         * over keys innermost so they vectorize (dsa_vexpf) */
-        float m[KL_BK], se[KL_BK], logp[KL_BK];
-        for (int64_t c = 0; c < nv; c++) m[c] = -INFINITY, se[c] = 0.0f;
-        for (int64_t h = 0; h < H; h++) {
-            const float *ah = att + (h * KL_BQ + i) * KL_BK, lh = lse[h * L];
-#pragma omp simd
-            for (int64_t c = 0; c < nv; c++) {
-                const float x = tg->scale * ah[c] - lh;
-                m[c] = x > m[c] ? x : m[c]; /* (a ternary, not fmaxf: it vectorizes) */
-            }
-        }
-        for (int64_t h = 0; h < H; h++) {
-            const float *ah = att + (h * KL_BQ + i) * KL_BK, lh = lse[h * L];
-            float x[KL_BK];
-            for (int64_t c = 0; c < nv; c++) x[c] = tg->scale * ah[c] - lh - m[c];
-#pragma omp simd
-            for (int64_t c = 0; c < nv; c++) x[c] = dsa_vexpf(x[c]);
-            for (int64_t c = 0; c < nv; c++) se[c] += x[c];
-        }
-        for (int64_t c = 0; c < nv; c++) logp[c] = m[c] + logf(se[c]) - log_h;
+        float logp[KL_BK];
+        dsa_idx_log_target(logp, att + i * KL_BK, KL_BQ * KL_BK, H, lse, L, tg->scale, nv < 0 ? 0 : nv);
         float p[KL_BK];
 #pragma omp simd
         for (int64_t c = 0; c < nv; c++) {
@@ -140,11 +121,7 @@ DsaStatus dsa_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float 
     dsa_idx_keys_transposed(mla_t, target->k, s->batch, L, H, dqk, H * dqk);
     DenseCtx cx = {.a = a, .s = s, .tg = target, .lse_i = lse_i, .thr_score = idx ? thr_score : NULL,
                    .thr_index = thr_index, .grad_scale = grad_scale};
-    if (grads) {
-        memset(dq, 0, (size_t)(N * HI * dI) * sizeof(float));
-        memset(dk, 0, (size_t)(N * dI) * sizeof(float));
-        memset(dw, 0, (size_t)(N * HI) * sizeof(float));
-    }
+    if (grads) dsa_idx_zero_grads(dq, dk, dw, s);
     int failed = 0;
 #pragma omp parallel reduction(+ : failed)
     {

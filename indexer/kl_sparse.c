@@ -27,8 +27,8 @@ static void pair_terms(float *u, const float *q, const float *k, int64_t HI, int
 
 /* One query row of the stage-2 loss: KL_t over S_t (returned), G into g_out[n, :],
  * and with dq the row's ∂w and ∂q̂. The selected keys are processed in chunks of KL_BK:
- * gathered (transposed) into the tile so the per-head logits and the indexer's head dots
- * are small GEMM-shaped products. */
+ * per-head logits and the indexer's head dots per key, then the row's ∂q̂ as one small
+ * GEMM-shaped product over the gathered k̂ rows. */
 static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexerShape *s, const DsaSparseTarget *tg,
                          const int32_t *idx, const float *idx_scores, float *g_out, float *dq, float *dw,
                          float grad_scale, int64_t n, double *selected) {
@@ -47,7 +47,7 @@ static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexe
     }
     *selected = (double)count;
     if (!count) return 0.0;
-    const float lse_i = mx + logf(sum), log_h = logf((float)H);
+    const float lse_i = mx + logf(sum);
     double kl = 0;
     int32_t slot[KL_BK];
     for (int64_t i0 = 0; i0 < K; i0 += KL_BK) {
@@ -61,14 +61,13 @@ static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexe
             const float *kv = tg->kv + (b * L + row[slot[c]]) * dqk;
             for (int64_t h = 0; h < H; h++) w->att[h * KL_BK + c] = dsa_idx_dot(tg->q + (n * H + h) * dqk, kv, dqk);
         }
+        float logp[KL_BK];
+        dsa_idx_log_target(logp, w->att, KL_BK, H, lse, L, tg->scale, nc);
         for (int64_t c = 0; c < nc; c++) {
             const int64_t i = slot[c];
-            float m = -INFINITY, se = 0.0f;
-            for (int64_t h = 0; h < H; h++) m = fmaxf(m, tg->scale * w->att[h * KL_BK + c] - lse[h * L]);
-            for (int64_t h = 0; h < H; h++) se += expf(tg->scale * w->att[h * KL_BK + c] - lse[h * L] - m);
-            const float logp = m + logf(se) - log_h, logpi = isc[i] - lse_i;
-            const float p = expf(logp), pi = expf(logpi);
-            if (p > 0.0f) kl += (double)p * ((double)logp - (double)logpi);
+            const float logpi = isc[i] - lse_i;
+            const float p = expf(logp[c]), pi = expf(logpi);
+            if (p > 0.0f) kl += (double)p * ((double)logp[c] - (double)logpi);
             g[i] = grad_scale * (pi - p);
         }
         if (!dq) continue;
@@ -113,11 +112,7 @@ DsaStatus dsa_indexer_kl_sparse(DsaIndexerLoss *out, float *dq, float *dk, float
         dsa_free(row_stats, row_bytes);
         DSA_FAIL(DSA_ERR_NOMEM, "sparse indexer KL: %zu bytes", g_bytes + row_bytes);
     }
-    if (grads) {
-        memset(dq, 0, (size_t)(N * HI * dI) * sizeof(float));
-        memset(dk, 0, (size_t)(N * dI) * sizeof(float));
-        memset(dw, 0, (size_t)(N * HI) * sizeof(float));
-    }
+    if (grads) dsa_idx_zero_grads(dq, dk, dw, s);
     int failed = 0;
 #pragma omp parallel reduction(+ : failed)
     {

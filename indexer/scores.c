@@ -10,6 +10,7 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
+#include "kernels/cpu/vexp.h"
 
 
 /* out[r][c] = Σ_d A[r][d] · BT[d][c] for r < m, c < n (BT stride ld, out stride ld). */
@@ -146,3 +147,34 @@ void dsa_indexer_score_tile(float *scores, float *relu_in, int64_t ld, const Dsa
     dsa_idx_tile_free(&w);
 }
 
+
+void dsa_idx_log_target(float *logp, const float *att, int64_t head_stride, int64_t heads, const float *lse,
+                        int64_t lse_stride, float scale, int64_t n) {
+    float m[KL_BK], se[KL_BK], x[KL_BK];
+    DSA_ASSERT(n <= KL_BK);
+    for (int64_t c = 0; c < n; c++) m[c] = -INFINITY, se[c] = 0.0f;
+    for (int64_t h = 0; h < heads; h++) {
+        const float *ah = att + h * head_stride, lh = lse[h * lse_stride];
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) {
+            const float v = scale * ah[c] - lh;
+            m[c] = v > m[c] ? v : m[c]; /* (a ternary, not fmaxf: it vectorizes) */
+        }
+    }
+    for (int64_t h = 0; h < heads; h++) {
+        const float *ah = att + h * head_stride, lh = lse[h * lse_stride];
+        for (int64_t c = 0; c < n; c++) x[c] = scale * ah[c] - lh - m[c];
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) x[c] = dsa_vexpf(x[c]);
+        for (int64_t c = 0; c < n; c++) se[c] += x[c];
+    }
+    const float log_h = logf((float)heads);
+    for (int64_t c = 0; c < n; c++) logp[c] = m[c] + logf(se[c]) - log_h;
+}
+
+void dsa_idx_zero_grads(float *dq, float *dk, float *dw, const DsaIndexerShape *s) {
+    const int64_t N = s->batch * s->seq_len;
+    memset(dq, 0, (size_t)(N * s->heads * s->head_dim) * sizeof(float));
+    memset(dk, 0, (size_t)(N * s->head_dim) * sizeof(float));
+    memset(dw, 0, (size_t)(N * s->heads) * sizeof(float));
+}
