@@ -4,8 +4,10 @@
 #ifndef DSA_PRETRAIN_CLI_H
 #define DSA_PRETRAIN_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
+#include "core/config.h"
 #include "core/error.h"
 
 int cli_config(int argc, char **argv);  /* print a resolved configuration */
@@ -16,6 +18,13 @@ int cli_bench(int argc, char **argv);   /* benchmarks: loader, train, gemm */
 int cli_bench_train(int argc, char **argv); /* training-step throughput (cli_bench_train.c) */
 int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (cli_bench_train.c) */
 int cli_bench_dsa(int argc, char **argv);   /* dense vs sparse training step (cli_bench_dsa.c) */
+/* Common start of `dsa bench train|dsa`: set the CPU threads, load and validate the config
+ * (`path` with `--set` overrides) into *cfg (dsa_calloc'ed, even on failure, or NULL),
+ * refuse a model without indexer when need_indexer, and with `record` open it for
+ * appending (*rec) and write the section header and the table header. */
+DsaStatus cli_bench_open(const char *path, const char *const *sets, int n_sets, int threads, bool need_indexer,
+                         const char *record, const char *title, const char *table_header, int argc, char **argv,
+                         DsaConfig **cfg, FILE **rec);
 /* The markdown section header of a recorded benchmark: title, date, device, command. */
 void cli_bench_record_header(FILE *f, const char *what, int argc, char **argv);
 int cli_info(int argc, char **argv);    /* build and device information */

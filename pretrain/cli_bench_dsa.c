@@ -204,23 +204,12 @@ int cli_bench_dsa(int argc, char **argv) {
         free(sets);
         return rc;
     }
-    dsa_backend_cpu_set_threads((int)threads);
-    DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
-    DsaStatus st = cfg ? dsa_config_load(cfg, path, sets, n_sets) : DSA_ERR_NOMEM;
-    if (st == DSA_OK) st = dsa_config_validate(cfg);
-    if (st == DSA_OK && !cfg->model.has_indexer)
-        st = dsa_error_set(DSA_ERR_CONFIG, __FILE__, __LINE__, "%s: the model has no indexer (model.index_topk is null)",
-                           path);
+    DsaConfig *cfg = NULL;
     FILE *rec = NULL;
-    if (st == DSA_OK && record) {
-        rec = fopen(record, "a");
-        if (!rec) st = dsa_error_set(DSA_ERR_IO, __FILE__, __LINE__, "%s: cannot append", record);
-    }
-    if (st == DSA_OK && rec) {
-        cli_bench_record_header(rec, "Dense vs sparse training step", argc, argv);
-        fprintf(rec, "| seq_len x batch | step | ms/step | attention GFLOP | indexer GFLOP | peak alloc | peak RSS |\n"
-                     "|---|---|---|---|---|---|---|\n");
-    }
+    DsaStatus st = cli_bench_open(path, sets, n_sets, (int)threads, true, record, "Dense vs sparse training step",
+                                  "| seq_len x batch | step | ms/step | attention GFLOP | indexer GFLOP | peak alloc | "
+                                  "peak RSS |\n|---|---|---|---|---|---|---|\n",
+                                  argc, argv, &cfg, &rec);
     if (st == DSA_OK && !json)
         printf("%-16s %-7s %10s %16s %14s %11s %10s\n", "seq_len x batch", "step", "ms/step", "attention GFLOP",
                "indexer GFLOP", "peak alloc", "peak RSS");

@@ -103,6 +103,26 @@ void cli_bench_record_header(FILE *f, const char *what, int argc, char **argv) {
     fprintf(f, "`\n\n");
 }
 
+DsaStatus cli_bench_open(const char *path, const char *const *sets, int n_sets, int threads, bool need_indexer,
+                         const char *record, const char *title, const char *table_header, int argc, char **argv,
+                         DsaConfig **cfg, FILE **rec) {
+    *rec = NULL;
+    dsa_backend_cpu_set_threads(threads);
+    *cfg = dsa_calloc(1, sizeof **cfg);
+    if (!*cfg) DSA_FAIL(DSA_ERR_NOMEM, "config");
+    DSA_TRY(dsa_config_load(*cfg, path, sets, n_sets));
+    DSA_TRY(dsa_config_validate(*cfg));
+    if (need_indexer && !(*cfg)->model.has_indexer)
+        DSA_FAIL(DSA_ERR_CONFIG, "%s: the model has no indexer (model.index_topk is null)", path);
+    if (record) {
+        *rec = fopen(record, "a");
+        if (!*rec) DSA_FAIL(DSA_ERR_IO, "%s: cannot append", record);
+        cli_bench_record_header(*rec, title, argc, argv);
+        fputs(table_header, *rec);
+    }
+    return DSA_OK;
+}
+
 static void usage_train(FILE *out) {
     fprintf(out,
             "usage: dsa bench train --config FILE [--seq-len LIST] [--batch B] [--steps N] [--threads T]\n"
@@ -162,20 +182,12 @@ int cli_bench_train(int argc, char **argv) {
         free(sets);
         return rc;
     }
-    dsa_backend_cpu_set_threads((int)threads);
-    DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
-    DsaStatus st = cfg ? dsa_config_load(cfg, path, sets, n_sets) : DSA_ERR_NOMEM;
-    if (st == DSA_OK) st = dsa_config_validate(cfg);
+    DsaConfig *cfg = NULL;
     FILE *rec = NULL;
-    if (st == DSA_OK && record) {
-        rec = fopen(record, "a");
-        if (!rec) st = dsa_error_set(DSA_ERR_IO, __FILE__, __LINE__, "%s: cannot append", record);
-    }
-    if (st == DSA_OK && rec) {
-        cli_bench_record_header(rec, "Training step", argc, argv);
-        fprintf(rec, "| config | params | seq_len x batch | ms/step | tokens/s | GFLOP/s | peak alloc | peak RSS |\n"
-                     "|---|---|---|---|---|---|---|---|\n");
-    }
+    DsaStatus st = cli_bench_open(path, sets, n_sets, (int)threads, false, record, "Training step",
+                                  "| config | params | seq_len x batch | ms/step | tokens/s | GFLOP/s | peak alloc | "
+                                  "peak RSS |\n|---|---|---|---|---|---|---|---|\n",
+                                  argc, argv, &cfg, &rec);
     if (st == DSA_OK && !json)
         printf("%-24s %10s %16s %10s %11s %9s %11s %10s\n", "config", "params", "seq_len x batch", "ms/step",
                "tokens/s", "GFLOP/s", "peak alloc", "peak RSS");

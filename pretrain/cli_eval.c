@@ -197,7 +197,6 @@ static DsaStatus run_eval(EvalArgs *a) {
     sparse_mode.sparse = true;
     if (!a->grads_path)
         for (int i = 0; i < m.table.count; i++) m.requires_grad[i] = false;
-    if (dsa && a->topk < 0) DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--topk must be positive");
     if (!dsa && a->topk)
         DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--topk: %s has no lightning indexer (a dense model)", dir);
     dsa_model_reset_indexer_stats(&m);
