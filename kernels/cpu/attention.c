@@ -99,28 +99,7 @@ typedef uint32_t Vecu __attribute__((vector_size(sizeof(Vec))));
 #define FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
-/* 2^x for the softmax, x ≤ 126 (here x ≤ 0 up to rounding: scores minus their row max
- * or their lse): x = n + r with n = round(x) by the 1.5·2^23 trick (whose low mantissa
- * bits are n), 2^n built in the exponent bits, 2^r for |r| ≤ 1/2 by Cephes' exp2f
- * polynomial (≈ 2 ulp). x < −126 (the masked −inf scores and every result below
- * FLT_MIN) gives 0; NaN gives NaN.
- * NOTE: written on vectors with bit masks: as a scalar function in an omp simd loop,
- * GCC turns the underflow select into a branch around trapping FP ops (-std=c11) and
- * leaves the loop scalar without AVX-512. */
-static inline Vec vexp2(Vec x) {
-    const Veci under = x < vsplat(-126.0f); /* all ones where x < −126 */
-    const Vec xc = (Vec)((under & (Veci)vsplat(-126.0f)) | (~under & (Veci)x));
-    const Vec t = xc + vsplat(12582912.0f), n = t - vsplat(12582912.0f), r = xc - n;
-    Vec p = vsplat(1.535336188319500e-4f);
-    p = vfma(p, r, vsplat(1.339887440266574e-3f));
-    p = vfma(p, r, vsplat(9.618437357674640e-3f));
-    p = vfma(p, r, vsplat(5.550332471162809e-2f));
-    p = vfma(p, r, vsplat(2.402264791363012e-1f));
-    p = vfma(p, r, vsplat(6.931472028550421e-1f));
-    p = vfma(p, r, vsplat(1.0f)); /* 1 + r·P(r) */
-    const Vecu bits = (((Vecu)t - 0x4B400000u + 127u) << 23) & ~(Vecu)under; /* (n + 127) << 23, or 0 */
-    return p * (Vec)bits;
-}
+#include "kernels/cpu/vexp2.h" /* vexp2: needs Vec, Veci, Vecu, vsplat, vfma above */
 
 /* ---- the tile mat-mult: C[M×N] (+)= A[M×K] · B[K×N] ----
  * A(i, k) = A[i·sai + k·sak] (row-major: sak = 1; transposed: sai = 1); B row-major with

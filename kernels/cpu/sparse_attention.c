@@ -164,24 +164,7 @@ static inline Vec vfma(Vec a, Vec b, Vec c) { return a * b + c; }
 #define FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
-/* 2^x, x ≤ 126 (here scores minus their running max or lse: ≤ 0 up to rounding); as
- * attention.c's: x = n + r, n = round(x) by the 1.5·2^23 trick, 2^n in the exponent
- * bits, 2^r (|r| ≤ 1/2) by Cephes' exp2f polynomial (≈ 2 ulp); x < −126 (−inf included)
- * gives 0. Bit masks instead of branches, so it stays vectorized. */
-static inline Vec vexp2(Vec x) {
-    const Veci under = x < vsplat(-126.0f);
-    const Vec xc = (Vec)((under & (Veci)vsplat(-126.0f)) | (~under & (Veci)x));
-    const Vec t = xc + vsplat(12582912.0f), n = t - vsplat(12582912.0f), r = xc - n;
-    Vec p = vsplat(1.535336188319500e-4f);
-    p = vfma(p, r, vsplat(1.339887440266574e-3f));
-    p = vfma(p, r, vsplat(9.618437357674640e-3f));
-    p = vfma(p, r, vsplat(5.550332471162809e-2f));
-    p = vfma(p, r, vsplat(2.402264791363012e-1f));
-    p = vfma(p, r, vsplat(6.931472028550421e-1f));
-    p = vfma(p, r, vsplat(1.0f));
-    const Vecu bits = (((Vecu)t - 0x4B400000u + 127u) << 23) & ~(Vecu)under;
-    return p * (Vec)bits;
-}
+#include "kernels/cpu/vexp2.h" /* vexp2: needs Vec, Veci, Vecu, vsplat, vfma above */
 
 /* ---- horizontal sums of VW accumulators: lane a of the result = Σ lanes of acc[a] ----
  * A transposition tree of log2(VW) levels. Level w (w = VW/2, …, 1) pairs vectors u, v
