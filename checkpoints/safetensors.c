@@ -148,7 +148,7 @@ static DsaStatus find_duplicate(const char **names, int n, const char **dup) {
 /* Check the caller's tensors and metadata; sets bytes[i] of each tensor. */
 static DsaStatus check_write_args(const char *path, const DsaStTensorRef *tensors, int count,
                                   const char *const *meta_keys, const char *const *meta_values, int n_meta,
-                                  uint64_t *bytes) {
+                                  bool need_data, uint64_t *bytes) {
     size_t bad;
     if (count < 0 || n_meta < 0) DSA_FAIL(DSA_ERR_ARG, "%s: %d tensors, %d metadata pairs", path, count, n_meta);
     for (int i = 0; i < count; i++) {
@@ -170,7 +170,7 @@ static DsaStatus check_write_args(const char *path, const DsaStTensorRef *tensor
                 DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s: byte count overflows", path, name);
             n *= (uint64_t)t->shape[d];
         }
-        if (n && !t->data) DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s: data is NULL", path, name);
+        if (need_data && n && !t->data) DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s: data is NULL", path, name);
         bytes[i] = n;
     }
     for (int i = 0; i < n_meta; i++) {
@@ -207,18 +207,26 @@ static void layout_order(const DsaStTensorRef *tensors, int count, int *order) {
     DSA_ASSERT(k == count); /* every dtype is 1, 2, 4 or 8 bytes */
 }
 
-DsaStatus dsa_safetensors_write(const char *path, const DsaStTensorRef *tensors, int count,
-                                const char *const *meta_keys, const char *const *meta_values, int n_meta) {
+/* The layout (safetensors.h): argument checks, storage order, offsets and the header
+ * bytes. `need_data`: refuse NULL data of non-empty tensors (the one-shot writer). */
+static DsaStatus build_layout(DsaStLayout *lay, const char *path, const DsaStTensorRef *tensors, int count,
+                              const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                              bool need_data) {
+    memset(lay, 0, sizeof *lay);
     DsaStatus st = DSA_OK;
-    size_t aux_bytes = (size_t)(count > 0 ? count : 0) * (sizeof(uint64_t) + sizeof(int));
-    uint8_t *aux = NULL;
     TextBuf hb = {0};
-    int fd = -1;
-    if (aux_bytes) DSA_TRY(dsa_alloc((void **)&aux, aux_bytes, "safetensors tensor list"));
-    uint64_t *bytes = (uint64_t *)aux;
-    int *order = aux ? (int *)(aux + (size_t)count * sizeof(uint64_t)) : NULL;
-    DSA_TRY_GOTO(st, check_write_args(path, tensors, count, meta_keys, meta_values, n_meta, bytes), out);
-    if (count) layout_order(tensors, count, order);
+    if (count < 0 || n_meta < 0) DSA_FAIL(DSA_ERR_ARG, "%s: %d tensors, %d metadata pairs", path, count, n_meta);
+    lay->count = count;
+    lay->aux_bytes = (size_t)count * (2 * sizeof(uint64_t) + sizeof(int));
+    if (lay->aux_bytes) DSA_TRY(dsa_alloc(&lay->aux, lay->aux_bytes, "safetensors tensor list"));
+    if (count) {
+        lay->bytes = (uint64_t *)lay->aux;
+        lay->offsets = lay->bytes + count;
+        lay->order = (int *)(lay->offsets + count);
+    }
+    DSA_TRY_GOTO(st, check_write_args(path, tensors, count, meta_keys, meta_values, n_meta, need_data, lay->bytes),
+                 fail);
+    if (count) layout_order(tensors, count, lay->order);
 
     /* Header: metadata first, then the tensors in storage order (as the reference). */
     tb_printf(&hb, "{");
@@ -234,40 +242,69 @@ DsaStatus dsa_safetensors_write(const char *path, const DsaStTensorRef *tensors,
     }
     uint64_t offset = 0;
     for (int k = 0; k < count; k++) {
-        const DsaStTensorRef *t = &tensors[order[k]];
+        int i = lay->order[k];
+        const DsaStTensorRef *t = &tensors[i];
         if (k || n_meta > 0) tb_printf(&hb, ",");
         tb_json_string(&hb, t->name);
         tb_printf(&hb, ":{\"dtype\":\"%s\",\"shape\":[", dsa_dtype_name(t->dtype));
         for (int d = 0; d < t->ndim; d++) tb_printf(&hb, "%s%lld", d ? "," : "", (long long)t->shape[d]);
         tb_printf(&hb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
-                  (unsigned long long)(offset + bytes[order[k]]));
-        offset += bytes[order[k]];
+                  (unsigned long long)(offset + lay->bytes[i]));
+        lay->offsets[i] = offset;
+        offset += lay->bytes[i];
     }
     tb_printf(&hb, "}");
     size_t padded = (hb.len + 7) / 8 * 8;
     tb_reserve(&hb, 8 + padded - hb.len);
-    if (hb.oom) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "%s: out of memory building the header", path);
+    if (hb.oom) DSA_FAIL_GOTO(st, fail, DSA_ERR_NOMEM, "%s: out of memory building the header", path);
     if (padded > DSA_ST_MAX_HEADER_BYTES)
-        DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "%s: header of %zu bytes is over the %d readers accept", path, padded,
+        DSA_FAIL_GOTO(st, fail, DSA_ERR_ARG, "%s: header of %zu bytes is over the %d readers accept", path, padded,
                       DSA_ST_MAX_HEADER_BYTES);
     memset(hb.p + hb.len, ' ', padded - hb.len);
     /* Prefix the 8-byte size: shift the text right inside the buffer. */
     memmove(hb.p + 8, hb.p, padded);
     for (int b = 0; b < 8; b++) hb.p[b] = (char)(uint8_t)((uint64_t)padded >> (8 * b));
+    lay->header = (uint8_t *)hb.p;
+    lay->header_cap = hb.cap;
+    lay->header_bytes = 8 + padded;
+    for (int i = 0; i < count; i++) lay->offsets[i] += lay->header_bytes;
+    lay->file_bytes = lay->header_bytes + offset;
+    return DSA_OK;
+fail:
+    tb_free(&hb);
+    dsa_safetensors_layout_free(lay);
+    return st;
+}
 
+DsaStatus dsa_safetensors_layout(DsaStLayout *lay, const char *path, const DsaStTensorRef *tensors, int count,
+                                 const char *const *meta_keys, const char *const *meta_values, int n_meta) {
+    return build_layout(lay, path, tensors, count, meta_keys, meta_values, n_meta, false);
+}
+
+void dsa_safetensors_layout_free(DsaStLayout *lay) {
+    dsa_free(lay->header, lay->header_cap);
+    dsa_free(lay->aux, lay->aux_bytes);
+    memset(lay, 0, sizeof *lay);
+}
+
+DsaStatus dsa_safetensors_write(const char *path, const DsaStTensorRef *tensors, int count,
+                                const char *const *meta_keys, const char *const *meta_values, int n_meta) {
+    DsaStatus st = DSA_OK;
+    DsaStLayout lay;
+    int fd = -1;
+    DSA_TRY(build_layout(&lay, path, tensors, count, meta_keys, meta_values, n_meta, true));
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    DSA_TRY_GOTO(st, write_all(fd, hb.p, 8 + padded, path), out);
+    DSA_TRY_GOTO(st, write_all(fd, lay.header, lay.header_bytes, path), out);
     for (int k = 0; k < count; k++)
-        if (bytes[order[k]])
-            DSA_TRY_GOTO(st, write_all(fd, tensors[order[k]].data, (size_t)bytes[order[k]], path), out);
+        if (lay.bytes[lay.order[k]])
+            DSA_TRY_GOTO(st, write_all(fd, tensors[lay.order[k]].data, (size_t)lay.bytes[lay.order[k]], path), out);
     if (fsync(fd) != 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
 out:
     if (fd >= 0 && close(fd) != 0 && st == DSA_OK)
         st = dsa_error_set(DSA_ERR_IO, __FILE__, __LINE__, "%s: close failed: %s", path, strerror(errno));
     if (fd >= 0 && st != DSA_OK) unlink(path);
-    tb_free(&hb);
-    dsa_free(aux, aux_bytes);
+    dsa_safetensors_layout_free(&lay);
     return st;
 }
 

@@ -61,6 +61,29 @@ typedef struct {
 DsaStatus dsa_safetensors_write(const char *path, const DsaStTensorRef *tensors, int count,
                                 const char *const *meta_keys, const char *const *meta_values, int n_meta);
 
+/* The layout dsa_safetensors_write gives `count` tensors, computed without writing, for
+ * streaming writers (hf.h) that write each tensor's bytes later at its final offset
+ * (data are not looked at and may be NULL). Same argument checks as
+ * dsa_safetensors_write otherwise. Free with dsa_safetensors_layout_free. */
+typedef struct {
+    uint8_t *header;       /* (header_bytes) what goes at file offset 0: the 8-byte size,
+                            * then the JSON padded with spaces to a multiple of 8 */
+    size_t header_bytes;   /* where the data buffer starts */
+    uint64_t *offsets;     /* (count) file offset of tensors[i]'s first byte (caller's order) */
+    uint64_t *bytes;       /* (count) byte count of tensors[i] */
+    int *order;            /* (count) storage order: indices into the caller's tensors */
+    int count;
+    uint64_t file_bytes;   /* header_bytes + every tensor's bytes: the file's size */
+    size_t header_cap;     /* allocation sizes (private) */
+    void *aux;
+    size_t aux_bytes;
+} DsaStLayout;
+
+DsaStatus dsa_safetensors_layout(DsaStLayout *lay, const char *path, const DsaStTensorRef *tensors, int count,
+                                 const char *const *meta_keys, const char *const *meta_values, int n_meta);
+/* Free a layout; `lay` is zeroed (freeing a zeroed layout is a no-op). */
+void dsa_safetensors_layout_free(DsaStLayout *lay);
+
 /* One tensor of an open file. */
 typedef struct {
     const char *name; /* owned by the DsaSafetensors */
