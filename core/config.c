@@ -796,9 +796,66 @@ static DsaStatus prepare_reference_dtype(const ParseCtx *c, cJSON *model) {
     return DSA_OK;
 }
 
+/* transformers >= 5 writes RoPE as "rope_parameters": {"rope_type": "default" | "yarn",
+ * "rope_theta": θ, YaRN keys...} instead of rope_theta + rope_scaling, and adds the
+ * derived "qk_head_dim". NOTE: both are mapped here rather than stored: rope_parameters
+ * becomes rope_theta (unless given too) and rope_scaling (null for "default"; the same
+ * keys without rope_theta otherwise, unless rope_scaling is given too); qk_head_dim must
+ * equal qk_nope_head_dim + qk_rope_head_dim (when both are given) and is dropped. */
+static DsaStatus prepare_hf_v5(const ParseCtx *c, cJSON *model) {
+    const cJSON *qk = get(model, "qk_head_dim"), *dn = get(model, "qk_nope_head_dim"),
+                *dr = get(model, "qk_rope_head_dim");
+    if (qk && cJSON_IsNumber(dn) && cJSON_IsNumber(dr) &&
+        (!cJSON_IsNumber(qk) || qk->valuedouble != dn->valuedouble + dr->valuedouble))
+        DSA_FAIL(DSA_ERR_CONFIG, "%s: model.qk_head_dim must be qk_nope_head_dim + qk_rope_head_dim = %g",
+                 c->source, dn->valuedouble + dr->valuedouble);
+    cJSON_DeleteItemFromObjectCaseSensitive(model, "qk_head_dim");
+    cJSON *rp = cJSON_DetachItemFromObjectCaseSensitive(model, "rope_parameters");
+    if (!rp || cJSON_IsNull(rp)) {
+        cJSON_Delete(rp);
+        return DSA_OK;
+    }
+    if (!cJSON_IsObject(rp)) {
+        cJSON_Delete(rp);
+        DSA_FAIL(DSA_ERR_CONFIG, "%s: model.rope_parameters must be an object or null", c->source);
+    }
+    cJSON *theta = cJSON_DetachItemFromObjectCaseSensitive(rp, "rope_theta");
+    bool ok = true;
+    if (theta && !get(model, "rope_theta")) ok = cJSON_AddItemToObject(model, "rope_theta", theta);
+    else cJSON_Delete(theta);
+    const cJSON *type = get(rp, "rope_type");
+    if (!type) type = get(rp, "type");
+    bool none = !type || (cJSON_IsString(type) && !strcmp(type->valuestring, "default"));
+    if (ok && !get(model, "rope_scaling")) {
+        if (none) ok = cJSON_AddNullToObject(model, "rope_scaling") != NULL;
+        else ok = cJSON_AddItemToObject(model, "rope_scaling", rp), rp = NULL;
+    }
+    cJSON_Delete(rp);
+    if (!ok) DSA_FAIL(DSA_ERR_NOMEM, "out of memory reading %s", c->source);
+    return DSA_OK;
+}
+
+/* A deepseek_v2 config.json routes with softmax scores and greedy top-k unless it says
+ * otherwise (the V2 reference code's and transformers' defaults; transformers >= 5 leaves
+ * both keys out of a saved V2 config), not with our V3 defaults, and has no MTP module
+ * (num_nextn_predict_layers 0: V2 has none, and its config has no such key). */
+static DsaStatus prepare_hf_v2(const ParseCtx *c, cJSON *model) {
+    const cJSON *type = get(model, "model_type");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "deepseek_v2") != 0) return DSA_OK;
+    bool ok = true;
+    if (!get(model, "scoring_func")) ok = cJSON_AddStringToObject(model, "scoring_func", "softmax") != NULL;
+    if (ok && !get(model, "topk_method")) ok = cJSON_AddStringToObject(model, "topk_method", "greedy") != NULL;
+    if (ok && !get(model, "num_nextn_predict_layers"))
+        ok = cJSON_AddNumberToObject(model, "num_nextn_predict_layers", 0) != NULL;
+    if (!ok) DSA_FAIL(DSA_ERR_NOMEM, "out of memory reading %s", c->source);
+    return DSA_OK;
+}
+
 /* HF semantics for a raw config.json: no rope_scaling means no scaling, and a YaRN
  * rope_scaling without mscale_all_dim leaves the softmax scale alone (μ = 0). */
 static DsaStatus prepare_hf(const ParseCtx *c, cJSON *model) {
+    DSA_TRY(prepare_hf_v5(c, model));
+    DSA_TRY(prepare_hf_v2(c, model));
     cJSON *rope = get(model, "rope_scaling");
     bool ok = true;
     if (!rope) ok = cJSON_AddNullToObject(model, "rope_scaling") != NULL;

@@ -8,13 +8,18 @@
  * [b·L, b·L + L + 1), the same rule as the loader's). With --grads the gradient of the
  * mean loss over all evaluated windows is written as safetensors with the parameter
  * names: tools/torch_ref.py computes the same with PyTorch, and tools/compare_tensors.py
- * compares the two (the parity test). */
+ * compares the two (the parity test). With --logits-out the logits of every evaluated
+ * window are written as F32 safetensors ("logits" [N, L, V], and for a DSA model
+ * "logits_sparse" from the sparse pass): tools/hf_parity.py compares them with Hugging
+ * Face transformers' DeepSeek models. NOTE: they are kept in memory until the end, N·L·V
+ * floats per pass: meant for small checks, not for a 128K-token evaluation. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoints/safetensors.h"
 #include "core/fileutil.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -29,7 +34,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa eval CHECKPOINT (--data SHARDS... | --tokens FILE) [--seq-len L] [--windows N]\n"
             "                [--batch B] [--topk K] [--no-fp8] [--grads OUT.safetensors] [--threads N]\n"
-            "                [--json]\n\n"
+            "                [--logits-out OUT.safetensors] [--json]\n\n"
             "Reports the mean next-token cross-entropy (and perplexity) of the model in CHECKPOINT\n"
             "(a checkpoint directory, a run directory with `latest`, or a Hugging Face model dir)\n"
             "over N windows of L tokens. For a DSA model (with a lightning indexer) it reports the\n"
@@ -46,13 +51,16 @@ static void usage(FILE *out) {
             "  --topk K             keys per query for the sparse loss (default: the model's index_topk)\n"
             "  --no-fp8             indexer without the FP8 round trip of q and k\n"
             "  --grads FILE         also write the gradient of the mean (dense) loss as F32 safetensors\n"
+            "  --logits-out FILE    also write the logits as F32 safetensors: \"logits\" [N, L, V] (the\n"
+            "                       dense pass) and, for a DSA model, \"logits_sparse\" (the sparse pass);\n"
+            "                       held in memory until the end (N·L·V floats per pass)\n"
             "  --threads N          CPU threads (0 = all cores)\n"
             "  --json               print one JSON object instead of text\n"
             "  -h, --help           this text\n");
 }
 
 typedef struct {
-    const char *checkpoint, *tokens_path, *grads_path;
+    const char *checkpoint, *tokens_path, *grads_path, *logits_path;
     const char *data[64];
     int num_data;
     int64_t seq_len, windows, batch, topk;
@@ -164,6 +172,27 @@ static void source_close(Source *s) {
     dsa_free(s->file_tokens, (size_t)s->file_count * 4);
 }
 
+/* --logits-out: the kept logits of both passes ([n, L, V] each; sparse NULL for a dense
+ * model) as F32 safetensors. */
+static DsaStatus write_logits(const char *path, const float *dense, const float *sparse, int64_t n, int64_t L,
+                              int64_t V) {
+    DsaStTensorRef refs[2];
+    memset(refs, 0, sizeof refs);
+    const char *names[2] = {"logits", "logits_sparse"};
+    const float *bufs[2] = {dense, sparse};
+    int count = sparse ? 2 : 1;
+    for (int i = 0; i < count; i++) {
+        refs[i].name = names[i];
+        refs[i].dtype = DSA_F32;
+        refs[i].ndim = 3;
+        refs[i].shape[0] = n, refs[i].shape[1] = L, refs[i].shape[2] = V;
+        refs[i].data = bufs[i];
+    }
+    static const char *const keys[] = {"format"}, *const values[] = {"pt"};
+    DSA_TRY(dsa_safetensors_write(path, refs, count, keys, values, 1));
+    return DSA_OK;
+}
+
 static DsaStatus run_eval(EvalArgs *a) {
     const DsaBackend *be = dsa_backend_cpu();
     dsa_backend_cpu_set_threads(a->threads);
@@ -173,7 +202,9 @@ static DsaStatus run_eval(EvalArgs *a) {
     DsaStatus st = DSA_OK;
     Source src;
     int32_t *in = NULL, *tgt = NULL;
-    const int64_t L = a->seq_len, B = a->batch;
+    float *keep[2] = {NULL, NULL}; /* --logits-out: [n, L, V] of the dense and sparse passes */
+    size_t keep_bytes = 0;
+    const int64_t L = a->seq_len, B = a->batch, V = m.cfg.vocab_size;
     memset(&src, 0, sizeof src);
     if (a->seq_len > m.cfg.max_position_embeddings)
         DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--seq-len %lld exceeds the model's max_position_embeddings %lld",
@@ -185,6 +216,13 @@ static DsaStatus run_eval(EvalArgs *a) {
     in = dsa_malloc((size_t)(B * L) * sizeof *in);
     tgt = dsa_malloc((size_t)(B * L) * sizeof *tgt);
     if (!in || !tgt) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "token buffers");
+    if (a->logits_path) {
+        keep_bytes = (size_t)n * (size_t)L * (size_t)V * sizeof(float);
+        for (int p = 0; p < (m.cfg.has_indexer ? 2 : 1); p++)
+            if (!(keep[p] = dsa_malloc(keep_bytes)))
+                DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "--logits-out: %zu bytes for the logits of %lld windows",
+                              keep_bytes, (long long)n);
+    }
     if (a->grads_path) dsa_model_zero_grad(&m);
     /* DSA model: the dense pass also measures the indexer (no indexer gradients) */
     const bool dsa = m.cfg.has_indexer;
@@ -212,12 +250,14 @@ static DsaStatus run_eval(EvalArgs *a) {
         DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &dense_mode), out);
         DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
         score_answers(&m, in, tgt, b, L, 0, &ts);
+        if (keep[0]) memcpy(keep[0] + done * L * V, m.logits, (size_t)(b * L * V) * sizeof(float));
         if (a->grads_path) dsa_model_backward(&m, (float)(1.0 / ((double)n * (double)L)));
         loss_sum += ls, count += c;
         if (dsa) {
             DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &sparse_mode), out);
             DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
             score_answers(&m, in, tgt, b, L, 1, &ts);
+            if (keep[1]) memcpy(keep[1] + done * L * V, m.logits, (size_t)(b * L * V) * sizeof(float));
             sparse_sum += ls;
         }
         if (!a->json && n > B) dsa_log(DSA_LOG_DEBUG, "eval: %lld/%lld windows", (long long)(done + b), (long long)n);
@@ -229,12 +269,14 @@ static DsaStatus run_eval(EvalArgs *a) {
         DSA_TRY_GOTO(st, dsa_model_write_weights(a->grads_path, &m.table, m.grads), out);
         gnorm = sqrt(be->sum_squares(m.grads, m.table.total));
     }
+    if (a->logits_path) DSA_TRY_GOTO(st, write_logits(a->logits_path, keep[0], keep[1], n, L, V), out);
     const int nL = (int)m.cfg.num_hidden_layers;
     if (a->json) {
         printf("{\"checkpoint\":\"%s\",\"windows\":%lld,\"seq_len\":%lld,\"tokens\":%lld,\"loss\":%.9g,"
                "\"perplexity\":%.9g,\"seconds\":%.3f",
                dir, (long long)n, (long long)L, (long long)count, loss, exp(loss), secs);
         if (a->grads_path) printf(",\"grad_norm\":%.9g,\"grads\":\"%s\"", gnorm, a->grads_path);
+        if (a->logits_path) printf(",\"logits\":\"%s\"", a->logits_path);
         if (dsa) {
             printf(",\"topk\":%lld,\"dense_loss\":%.9g,\"sparse_loss\":%.9g,\"layers\":[", (long long)dense_mode.topk,
                    loss, sparse_loss);
@@ -280,10 +322,13 @@ static DsaStatus run_eval(EvalArgs *a) {
             }
         }
         if (a->grads_path) printf("grad norm   %.6g (written to %s)\n", gnorm, a->grads_path);
+        if (a->logits_path) printf("logits      written to %s\n", a->logits_path);
     }
 out:
     dsa_free(in, (size_t)(B * L) * sizeof *in);
     dsa_free(tgt, (size_t)(B * L) * sizeof *tgt);
+    dsa_free(keep[0], keep[0] ? keep_bytes : 0);
+    dsa_free(keep[1], keep[1] ? keep_bytes : 0);
     source_close(&src);
     dsa_model_free(&m);
     return st;
@@ -296,7 +341,8 @@ int cli_eval(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'},   {"grads", required_argument, 0, 'g'},
         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
         {"topk", required_argument, 0, 'K'},    {"no-fp8", no_argument, 0, 'F'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+        {"logits-out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     EvalArgs a = {.seq_len = 1024, .windows = 16, .batch = 1};
     int rc = -1, opt;
@@ -327,6 +373,7 @@ int cli_eval(int argc, char **argv) {
         case 'n': a.windows = v; break;
         case 'b': a.batch = v; break;
         case 'g': a.grads_path = optarg; break;
+        case 'o': a.logits_path = optarg; break;
         case 't': a.threads = (int)v; break;
         case 'j': a.json = 1; break;
         case 'K': a.topk = v; break;
