@@ -231,7 +231,8 @@ static DsaStatus open_single(DsaHfReader *r, const char *path, Item **items_out,
     size_t bytes = (size_t)(sh->count > 0 ? sh->count : 1) * sizeof(Item);
     Item *items = NULL;
     DSA_TRY(dsa_alloc((void **)&items, bytes, "checkpoint tensor list"));
-    for (int e = 0; e < sh->count; e++) items[e] = (Item){.name = sh->entries[e].name, .shard = 0, .entry = &sh->entries[e]};
+    for (int e = 0; e < sh->count; e++)
+        items[e] = (Item){.name = sh->entries[e].name, .shard = 0, .entry = &sh->entries[e]};
     *items_out = items, *n_items_out = sh->count, *items_bytes_out = bytes;
     return DSA_OK;
 }
@@ -373,11 +374,12 @@ const char *dsa_hf_file_of(const DsaHfReader *r, const DsaHfTensor *t) { return 
 static void release_pages(const DsaSafetensors *sh, const DsaStEntry *e) {
     if (e->end == e->begin) return;
     long page = sysconf(_SC_PAGESIZE);
-    uintptr_t base = (uintptr_t)sh->map, lo = (uintptr_t)(sh->buffer + e->begin), hi = (uintptr_t)(sh->buffer + e->end);
-    lo = base + (lo - base) / (uintptr_t)page * (uintptr_t)page;
-    hi = base + ((hi - base) + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
-    if (hi > base + sh->map_bytes) hi = base + (sh->map_bytes + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
-    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice only: failure changes nothing but memory */
+    /* the map starts on a page boundary and its last page is whole (mmap rounds up) */
+    uintptr_t pg = (uintptr_t)page, base = (uintptr_t)sh->map;
+    uintptr_t lo = (uintptr_t)(sh->buffer + e->begin) - base, hi = (uintptr_t)(sh->buffer + e->end) - base;
+    lo = lo / pg * pg;
+    hi = (hi + pg - 1) / pg * pg;
+    (void)madvise((void *)(base + lo), hi - lo, MADV_DONTNEED); /* advice only: failure changes nothing but memory */
 }
 
 static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape) {

@@ -188,6 +188,7 @@ static void model_free(ModelTensor *m) {
 
 /* Plan in model order, put in reverse order. */
 static void model_write(const ModelTensor *m, const char *dir, uint64_t max_shard) {
+    size_t live = dsa_mem_live();
     DsaHfWriter w;
     assert_ok(dsa_hf_writer_init(&w, dir, max_shard));
     for (int k = 0; k < N_MODEL; k++) assert_ok(dsa_hf_writer_plan(&w, m[k].name, m[k].dtype, m[k].ndim, m[k].shape));
@@ -195,10 +196,12 @@ static void model_write(const ModelTensor *m, const char *dir, uint64_t max_shar
     for (int k = N_MODEL - 1; k >= 0; k--) assert_ok(dsa_hf_writer_put(&w, m[k].name, m[k].data));
     assert_ok(dsa_hf_writer_finish(&w));
     dsa_hf_writer_abort(&w); /* after finish: frees only */
+    assert_int_equal(dsa_mem_live(), live);
 }
 
 /* Open, check the listing, read every tensor bit for bit. */
 static void model_check(const ModelTensor *m, const char *dir, bool sharded) {
+    size_t live = dsa_mem_live();
     DsaHfReader r;
     assert_ok(dsa_hf_open(&r, dir));
     assert_int_equal(r.sharded, sharded);
@@ -236,6 +239,7 @@ static void model_check(const ModelTensor *m, const char *dir, bool sharded) {
     assert_null(dsa_hf_first_unread(&r, NULL, 0));
     dsa_hf_close(&r);
     dsa_hf_close(&r); /* closing a zeroed reader is a no-op */
+    assert_int_equal(dsa_mem_live(), live); /* every byte-counted allocation freed */
 }
 
 /* ---- round trips ------------------------------------------------------------------- */
@@ -530,7 +534,9 @@ static const char *sharded_dir(const char *name, const char *index) {
     do {                                                                                             \
         DsaHfReader r_;                                                                              \
         memset(&r_, 0x5a, sizeof r_);                                                                \
+        size_t live_ = dsa_mem_live();                                                               \
         assert_fails_with(dsa_hf_open(&r_, (dir)), (status), "");                                    \
+        assert_int_equal(dsa_mem_live(), live_);                                                     \
         msg_has(__VA_ARGS__, NULL);                                                                  \
         assert_null(r_.shards);                                                                      \
         assert_int_equal(r_.count, 0);                                                               \
@@ -560,7 +566,8 @@ static void test_reader_index_errors(void **state) {
                "a.weight", "plain file name");
     /* a weight_map entry whose tensor is not in its shard */
     OPEN_FAILS(sharded_dir("notin", "{\"weight_map\": {\"a.weight\": \"a.st\", \"b.weight\": \"a.st\", "
-                                    "\"c.weight\": \"b.st\", \"c.weight_scale_inv\": \"b.st\", \"d.weight\": \"b.st\"}}"),
+                                    "\"c.weight\": \"b.st\", \"c.weight_scale_inv\": \"b.st\", "
+                                    "\"d.weight\": \"b.st\"}}"),
                DSA_ERR_FORMAT, "notin/model.safetensors.index.json", "d.weight", "notin/b.st", "does not hold it");
     /* a shard tensor absent from weight_map */
     OPEN_FAILS(sharded_dir("absent", "{\"weight_map\": {\"a.weight\": \"a.st\", \"c.weight\": \"b.st\", "
@@ -568,7 +575,8 @@ static void test_reader_index_errors(void **state) {
                DSA_ERR_FORMAT, "absent/a.st", "b.weight", "not listed");
     /* listed twice */
     OPEN_FAILS(sharded_dir("twice", "{\"weight_map\": {\"a.weight\": \"a.st\", \"b.weight\": \"a.st\", "
-                                    "\"c.weight\": \"b.st\", \"c.weight_scale_inv\": \"b.st\", \"a.weight\": \"a.st\"}}"),
+                                    "\"c.weight\": \"b.st\", \"c.weight_scale_inv\": \"b.st\", "
+                                    "\"a.weight\": \"a.st\"}}"),
                DSA_ERR_FORMAT, "twice/model.safetensors.index.json", "a.weight", "twice");
     /* a tensor held by two shards */
     dir = sharded_dir("two-shards", GOOD_MAP);
@@ -746,6 +754,7 @@ static void test_unaligned(void **state) {
 static void test_writer_errors(void **state) {
     (void)state;
     const char *dir = fresh_dir("werr");
+    size_t live = dsa_mem_live();
     DsaHfWriter w;
     int64_t shape[2] = {2, 3}, neg[2] = {2, -1};
     float data[6] = {0};
@@ -771,6 +780,7 @@ static void test_writer_errors(void **state) {
     assert_false(file_exists(dir, "model.safetensors.index.json"));
     dsa_hf_writer_abort(&w);
     assert_int_equal(count_files(dir), 0);
+    assert_int_equal(dsa_mem_live(), live);
     dsa_hf_writer_abort(&w); /* a zeroed writer */
 
     /* abort before start, and start into a directory that is not there */
