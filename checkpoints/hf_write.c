@@ -20,6 +20,8 @@
  *    directory (readers would prefer it over the new model.safetensors); with several
  *    shards, a stale model.safetensors is removed for the same reason (transformers
  *    reads the single file first).
+ *  - Names that are not UTF-8 or are "__metadata__" pass plan and are refused by start
+ *    (DSA_ERR_ARG from the safetensors layout, naming the shard file and the tensor).
  *  - A file that exists is overwritten; abort removes every file start created.
  *  - After any failed call the writer should be aborted; put after a failed put is
  *    allowed (each put writes only its own tensor's range).
