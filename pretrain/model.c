@@ -1,4 +1,4 @@
-/* model.c: forward and backward of the dense DeepSeek-V3 decoder (model.h) through the
+/* model.c: forward and backward of the DeepSeek-V3 decoder (model.h) through the
  * backend table. Per layer (DSA-SPEC §4 steps 1-8, MHA form §4.1):
  *
  *   x   = RMSNorm(h)                          cQ = RMSNorm(W_DQ x)   (or q = W_Q x)
@@ -7,6 +7,7 @@
  *   [kN ‖ v] = W_UKV c per head,  k = [kN ‖ kR]
  *   o   = causal softmax(τ q kᵀ) v,  h += W_O o
  *   h  += W_down (silu(W_gate x2) ⊙ W_up x2),  x2 = RMSNorm(h)
+ *         (or h += MoE(x2) in layers >= first_k_dense_replace, pretrain/moe.h)
  *
  * The backward walks the same steps in reverse; each linear's weight gradient is skipped
  * when its parameter does not require one.
@@ -50,6 +51,9 @@ static Dims dims_of(const DsaModel *m) {
     return d;
 }
 
+/* Does layer l use the MoE FFN? */
+static bool is_moe(const DsaModel *m, int64_t l) { return dsa_model_layer_is_moe(&m->cfg, l); }
+
 static float *W(const DsaModel *m, int layer, DsaWeightSlot slot) {
     int row = layer < 0 ? (int)m->cfg.num_hidden_layers : layer;
     return m->w[row * DSA_W_SLOT_COUNT + slot];
@@ -66,6 +70,9 @@ DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBacken
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
+    if (cfg->has_moe && cfg->n_routed_experts > 4096)
+        DSA_FAIL(DSA_ERR_CONFIG, "model.n_routed_experts = %lld: at most 4096 routed experts are supported",
+                 (long long)cfg->n_routed_experts);
     DSA_TRY(dsa_param_table_build(&m->table, cfg));
     size_t bytes = (size_t)m->table.total * sizeof(float);
     int rows = (int)cfg->num_hidden_layers + 1;
@@ -75,15 +82,30 @@ DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBacken
     m->w = dsa_calloc((size_t)rows * DSA_W_SLOT_COUNT, sizeof(float *));
     m->idx_stats = dsa_calloc((size_t)cfg->num_hidden_layers, sizeof(DsaIndexerLoss));
     m->mode = dsa_forward_mode_default(cfg);
-    if (!m->params || !m->grads || !m->requires_grad || !m->w || !m->idx_stats) {
+    const size_t ne = cfg->has_moe ? (size_t)cfg->n_routed_experts : 0, nexp = (size_t)cfg->num_hidden_layers * 3 * ne;
+    if (ne) {
+        m->moe_w = dsa_calloc(nexp, sizeof *m->moe_w);
+        m->moe_idx = dsa_calloc(nexp, sizeof *m->moe_idx);
+        m->moe_g = dsa_calloc(3 * ne, sizeof *m->moe_g);
+    }
+    if (!m->params || !m->grads || !m->requires_grad || !m->w || !m->idx_stats ||
+        (ne && (!m->moe_w || !m->moe_idx || !m->moe_g))) {
         dsa_model_free(m);
         DSA_FAIL(DSA_ERR_NOMEM, "model parameters and gradients: 2 x %zu bytes", bytes);
     }
+    for (size_t i = 0; i < nexp; i++) m->moe_idx[i] = -1;
     for (int i = 0; i < m->table.count; i++) {
         const DsaParamInfo *p = &m->table.info[i];
         int row = p->layer < 0 ? rows - 1 : p->layer;
-        m->w[row * DSA_W_SLOT_COUNT + p->slot] = m->params + p->offset;
-        m->requires_grad[i] = true;
+        if (p->expert >= 0) {
+            size_t at = ((size_t)p->layer * 3 + (size_t)(p->slot - DSA_W_EXPERT_GATE)) * ne + (size_t)p->expert;
+            m->moe_w[at] = m->params + p->offset;
+            m->moe_idx[at] = i;
+        } else {
+            m->w[row * DSA_W_SLOT_COUNT + p->slot] = m->params + p->offset;
+        }
+        /* frozen tensors (the router bias) never get a gradient */
+        m->requires_grad[i] = !p->frozen;
     }
     return DSA_OK;
 }
@@ -104,6 +126,10 @@ void dsa_model_free(DsaModel *m) {
     dsa_free(m->requires_grad, (size_t)m->table.count * sizeof(bool));
     dsa_free(m->w, rows * DSA_W_SLOT_COUNT * sizeof(float *));
     dsa_free(m->idx_stats, (size_t)m->cfg.num_hidden_layers * sizeof(DsaIndexerLoss));
+    const size_t ne = m->cfg.has_moe ? (size_t)m->cfg.n_routed_experts : 0;
+    dsa_free(m->moe_w, (size_t)m->cfg.num_hidden_layers * 3 * ne * sizeof *m->moe_w);
+    dsa_free(m->moe_idx, (size_t)m->cfg.num_hidden_layers * 3 * ne * sizeof *m->moe_idx);
+    dsa_free(m->moe_g, 3 * ne * sizeof *m->moe_g);
     dsa_param_table_free(&m->table);
     memset(m, 0, sizeof *m);
 }
@@ -186,9 +212,15 @@ static void layout_workspace(DsaModel *m, Carver *cv, const Dims *d) {
         a->h_mid = carve(cv, d->N * d->D);
         a->x2 = carve(cv, d->N * d->D);
         a->rstd2 = carve(cv, d->N);
-        a->gate = carve(cv, d->N * d->I);
-        a->up = carve(cv, d->N * d->I);
-        a->act = carve(cv, d->N * d->I);
+        if (is_moe(m, l)) {
+            DsaMoeShape ms = dsa_moe_shape(&m->cfg, d->N);
+            float *buf = carve(cv, dsa_moe_acts_floats(&ms));
+            if (buf) dsa_moe_acts_carve(&a->moe, buf, &ms);
+        } else {
+            a->gate = carve(cv, d->N * d->I);
+            a->up = carve(cv, d->N * d->I);
+            a->act = carve(cv, d->N * d->I);
+        }
         if (d->K) {
             a->idx = (int32_t *)carve(cv, d->N * d->K);
             a->qm = carve(cv, d->N * d->H * d->dm);
@@ -229,6 +261,11 @@ static void layout_workspace(DsaModel *m, Carver *cv, const Dims *d) {
     m->attn_scratch = carve(cv, m->be ? m->be->attention_scratch_floats(&shape) : d->B * d->H * d->L);
     m->kv = carve(cv, d->N * d->H * (d->dn + d->dv));
     m->kva = carve(cv, d->N * (d->dc + d->dr));
+    if (d->nL && is_moe(m, d->nL - 1)) { /* the last layer is MoE whenever any is */
+        DsaMoeShape ms = dsa_moe_shape(&m->cfg, d->N);
+        float *buf = carve(cv, dsa_moe_scratch_floats(&ms));
+        if (buf) dsa_moe_scratch_carve(&m->moe_scr, buf, &ms);
+    }
     if (d->K) {
         DsaIndexerShape is = indexer_shape(m, d);
         float *ia = carve(cv, dsa_indexer_acts_floats(&is));
@@ -369,6 +406,31 @@ static void attention_sparse_forward(DsaModel *m, int l, const Dims *d) {
     }
 }
 
+/* ---- MoE FFN ------------------------------------------------------------------------ */
+
+static DsaMoeWeights moe_weights(const DsaModel *m, int l) {
+    const int64_t E = m->cfg.n_routed_experts;
+    float *const *ew = m->moe_w + (size_t)l * 3 * (size_t)E;
+    return (DsaMoeWeights){.router = W(m, l, DSA_W_ROUTER), .router_bias = W(m, l, DSA_W_ROUTER_BIAS),
+                           .gate = (const float *const *)ew, .up = (const float *const *)(ew + E),
+                           .down = (const float *const *)(ew + 2 * E), .shared_gate = W(m, l, DSA_W_SHARED_GATE),
+                           .shared_up = W(m, l, DSA_W_SHARED_UP), .shared_down = W(m, l, DSA_W_SHARED_DOWN)};
+}
+
+/* Gradient pointers of layer l's MoE tensors (NULL where not required); the expert
+ * arrays live in m->moe_g, valid until the next call. */
+static DsaMoeGrads moe_grads(DsaModel *m, int l) {
+    const int64_t E = m->cfg.n_routed_experts;
+    const int *idx = m->moe_idx + (size_t)l * 3 * (size_t)E;
+    for (int64_t i = 0; i < 3 * E; i++) {
+        const int t = idx[i];
+        m->moe_g[i] = t >= 0 && m->requires_grad[t] ? m->grads + m->table.info[t].offset : NULL;
+    }
+    return (DsaMoeGrads){.router = G(m, l, DSA_W_ROUTER), .gate = m->moe_g, .up = m->moe_g + E,
+                         .down = m->moe_g + 2 * E, .shared_gate = G(m, l, DSA_W_SHARED_GATE),
+                         .shared_up = G(m, l, DSA_W_SHARED_UP), .shared_down = G(m, l, DSA_W_SHARED_DOWN)};
+}
+
 /* ---- forward ------------------------------------------------------------------------ */
 
 static DsaStatus layer_forward(DsaModel *m, int l, const Dims *d) {
@@ -416,10 +478,16 @@ static DsaStatus layer_forward(DsaModel *m, int l, const Dims *d) {
     /* FFN */
     float *h_out = l + 1 < d->nL ? m->acts[l + 1].h_in : m->h_final;
     be->rmsnorm_forward(a->x2, a->rstd2, a->h_mid, W(m, l, DSA_W_POST_NORM), N, d->D, eps);
-    be->linear_forward(a->gate, a->x2, W(m, l, DSA_W_GATE), N, d->D, d->I);
-    be->linear_forward(a->up, a->x2, W(m, l, DSA_W_UP), N, d->D, d->I);
-    be->swiglu_forward(a->act, a->gate, a->up, N * d->I);
-    be->linear_forward(h_out, a->act, W(m, l, DSA_W_DOWN), N, d->I, d->D);
+    if (is_moe(m, l)) {
+        DsaMoeShape ms = dsa_moe_shape(&m->cfg, N);
+        DsaMoeWeights mw = moe_weights(m, l);
+        dsa_moe_forward(h_out, &a->moe, a->x2, &mw, &ms, &m->moe_scr, be);
+    } else {
+        be->linear_forward(a->gate, a->x2, W(m, l, DSA_W_GATE), N, d->D, d->I);
+        be->linear_forward(a->up, a->x2, W(m, l, DSA_W_UP), N, d->D, d->I);
+        be->swiglu_forward(a->act, a->gate, a->up, N * d->I);
+        be->linear_forward(h_out, a->act, W(m, l, DSA_W_DOWN), N, d->I, d->D);
+    }
     be->add(h_out, a->h_mid, N * d->D);
     return DSA_OK;
 }
@@ -515,12 +583,19 @@ static void layer_backward(DsaModel *m, int l, const Dims *d) {
     const int64_t N = d->N, H = d->H, D = d->D;
     const int64_t kva_w = d->dc + d->dr;
 
-    /* FFN branch: out = h_mid + down(act) */
-    be->linear_backward(m->dact, G(m, l, DSA_W_DOWN), m->dh, a->act, W(m, l, DSA_W_DOWN), N, d->I, D);
-    be->swiglu_backward(m->dgate, m->dup, m->dact, a->gate, a->up, N * d->I);
-    be->linear_backward(m->dx, G(m, l, DSA_W_GATE), m->dgate, a->x2, W(m, l, DSA_W_GATE), N, D, d->I);
-    be->linear_backward(m->dtmp, G(m, l, DSA_W_UP), m->dup, a->x2, W(m, l, DSA_W_UP), N, D, d->I);
-    be->add(m->dx, m->dtmp, N * D);
+    /* FFN branch: out = h_mid + down(act), or h_mid + MoE(x2) */
+    if (is_moe(m, l)) {
+        DsaMoeShape ms = dsa_moe_shape(&m->cfg, N);
+        DsaMoeWeights mw = moe_weights(m, l);
+        DsaMoeGrads mg = moe_grads(m, l);
+        dsa_moe_backward(m->dx, &mg, m->dh, &a->moe, a->x2, &mw, &ms, &m->moe_scr, be);
+    } else {
+        be->linear_backward(m->dact, G(m, l, DSA_W_DOWN), m->dh, a->act, W(m, l, DSA_W_DOWN), N, d->I, D);
+        be->swiglu_backward(m->dgate, m->dup, m->dact, a->gate, a->up, N * d->I);
+        be->linear_backward(m->dx, G(m, l, DSA_W_GATE), m->dgate, a->x2, W(m, l, DSA_W_GATE), N, D, d->I);
+        be->linear_backward(m->dtmp, G(m, l, DSA_W_UP), m->dup, a->x2, W(m, l, DSA_W_UP), N, D, d->I);
+        be->add(m->dx, m->dtmp, N * D);
+    }
     be->rmsnorm_backward(m->dtmp, G(m, l, DSA_W_POST_NORM), m->dx, a->h_mid, W(m, l, DSA_W_POST_NORM), a->rstd2, N,
                          D);
     be->add(m->dh, m->dtmp, N * D); /* dh = ∂/∂h_mid */
@@ -580,9 +655,16 @@ double dsa_model_train_flops_per_token(const DsaModelConfig *c, int64_t seq_len)
     const double dqk = (double)(c->qk_nope_head_dim + c->qk_rope_head_dim), dv = (double)c->v_head_dim;
     const double dc = (double)c->kv_lora_rank, dr = (double)c->qk_rope_head_dim;
     double q = c->has_q_lora ? (double)c->q_lora_rank * (D + H * dqk) : D * H * dqk;
-    double per_layer = q + D * (dc + dr) + dc * H * (c->qk_nope_head_dim + dv) + H * dv * D +
-                       3.0 * D * (double)c->intermediate_size;
-    double matmul = (double)c->num_hidden_layers * per_layer + D * (double)c->vocab_size; /* + LM head */
+    double attn_proj = q + D * (dc + dr) + dc * H * (c->qk_nope_head_dim + dv) + H * dv * D;
+    double matmul = D * (double)c->vocab_size; /* LM head */
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        /* MoE: the router, the K routed experts a token uses and the shared experts */
+        double ffn = dsa_model_layer_is_moe(c, l)
+                         ? D * (double)c->n_routed_experts + 3.0 * D * (double)c->moe_intermediate_size *
+                                                                 (double)(c->num_experts_per_tok + c->n_shared_experts)
+                         : 3.0 * D * (double)c->intermediate_size;
+        matmul += attn_proj + ffn;
+    }
     /* causal attention: (L + 1) / 2 keys per query on average, QK and PV per head */
     double keys = ((double)seq_len + 1) / 2;
     double attn = (double)c->num_hidden_layers * H * (dqk + dv) * keys;

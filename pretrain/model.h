@@ -1,10 +1,12 @@
-/* model.h: the dense DeepSeek-V3 decoder (MLA attention, SwiGLU FFN) with forward and
- * backward through a DsaBackend.
+/* model.h: the DeepSeek-V3 decoder (MLA attention, dense SwiGLU FFN or DeepSeek MoE FFN)
+ * with forward and backward through a DsaBackend.
  *
  * Math: DSA-SPEC §4 (MLA, MHA form §4.1, YaRN RoPE §4.3 with the interleaved layout of
  * §4.4), plus the parts every DeepSeek-V3 model shares: token embedding, pre-norm
- * residual blocks, SwiGLU FFN down(silu(gate(x)) ⊙ up(x)), final RMSNorm, LM head and
- * the cross-entropy of each token against the next one.
+ * residual blocks, SwiGLU FFN down(silu(gate(x)) ⊙ up(x)) in the layers <
+ * first_k_dense_replace and the MoE FFN (pretrain/moe.h: router, routed and shared
+ * experts) in the others, final RMSNorm, LM head and the cross-entropy of each token
+ * against the next one.
  *
  * Ownership: a DsaModel owns its parameters, gradients and activations (one flat buffer
  * each, params.h layout). Activations are sized for one micro-batch shape
@@ -26,6 +28,7 @@
 #include "core/error.h"
 #include "indexer/indexer.h"
 #include "kernels/backend.h"
+#include "pretrain/moe.h"
 #include "pretrain/params.h"
 
 /* How the next forwards run (DSA-SPEC §6): attention over all causal keys or over the
@@ -63,9 +66,10 @@ typedef struct {
     float *h_mid;  /* (N, D) residual after attention */
     float *x2;     /* (N, D) post_attention_layernorm output */
     float *rstd2;  /* (N) */
-    float *gate;   /* (N, I) */
+    float *gate;   /* (N, I) dense FFN; NULL in MoE layers */
     float *up;     /* (N, I) */
     float *act;    /* (N, I) silu(gate) ⊙ up */
+    DsaMoeActs moe; /* MoE layers: routing and expert activations (moe.h); zeroed otherwise */
     /* with the indexer */
     int32_t *idx;  /* (N, k) top-k keys of each query (sparse stage and metrics) */
     float *qm;     /* (N, H, d_c + d_r) absorbed queries [W_UKᵀ qN ‖ qR] (sparse, §4.2) */
@@ -82,6 +86,12 @@ typedef struct {
     bool *requires_grad; /* (table.count) all true by default */
     /* weights by (layer, slot), resolved from the table; NULL where absent */
     float **w;         /* (num_layers + 1) × DSA_W_SLOT_COUNT; row num_layers holds globals */
+    /* routed experts: weights and table indices by (layer, gate/up/down, expert J),
+     * (num_layers × 3 × E), NULL / -1 in dense layers; moe_g: one layer's gradient
+     * pointers (3 × E), filled at each backward */
+    float **moe_w;
+    int *moe_idx;
+    float **moe_g;
 
     /* activation workspace for one (batch, seq_len) */
     int64_t batch, seq_len;
@@ -110,6 +120,7 @@ typedef struct {
     float *abs_a, *abs_b, *abs_c; /* (N, max(d_c, d_n, d_v)) absorption scratch */
     float *dqm, *dkvm, *dom;  /* sparse backward: (N, H, d_c + d_r), (N, d_c + d_r), (N, H, d_c) */
     void *sparse_scratch;
+    DsaMoeScratch moe_scr;    /* shared by the MoE layers */
 } DsaModel;
 
 /* Build the parameter table for `cfg` and allocate parameters and gradients (zeros).

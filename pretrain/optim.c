@@ -44,7 +44,7 @@ void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *tr
     /* Norms per group, summed in table order (deterministic). */
     double sumsq[DSA_GROUP_COUNT] = {0};
     for (int i = 0; i < t->count; i++) {
-        if (!trainable[i]) continue;
+        if (!trainable[i] || t->info[i].frozen) continue;
         const DsaParamInfo *p = &t->info[i];
         sumsq[p->group] += o->be->sum_squares(grads + p->offset, p->numel);
         info->group_active[p->group] = true;
@@ -58,7 +58,7 @@ void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *tr
         if (info->group_active[g]) o->group_steps[g]++;
     }
     for (int i = 0; i < t->count; i++) {
-        if (!trainable[i]) continue;
+        if (!trainable[i] || t->info[i].frozen) continue;
         const DsaParamInfo *p = &t->info[i];
         float *g = grads + p->offset;
         if (info->clip_coef[p->group] != 1.0) o->be->scale(g, (float)info->clip_coef[p->group], p->numel);

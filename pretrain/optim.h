@@ -37,7 +37,9 @@ void dsa_optim_free(DsaOptimizer *o);
 /* Zero the moments and the step counter of one group. */
 void dsa_optim_reset_group(DsaOptimizer *o, DsaParamGroup group);
 
-/* One update of every parameter with trainable[i] true: per group, the global L2 norm of
+/* One update of every parameter with trainable[i] true and not frozen (params.h: the
+ * router bias is never updated, whatever the mask says, and is not in the norms): per
+ * group, the global L2 norm of
  * its trainable gradients, clipping to `grad_clip` (0 = off) by scaling them, then AdamW
  * with the config's betas, eps and weight decay (only where the table says decay) at
  * learning rate `lr`. Gradients are modified in place by the clip. */

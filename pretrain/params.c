@@ -28,15 +28,42 @@ static const struct {
     {DSA_W_IDX_K_NORM_BIAS, "model.layers.%d.self_attn.indexer.k_norm.bias"},
     {DSA_W_IDX_WEIGHTS_PROJ, "model.layers.%d.self_attn.indexer.weights_proj.weight"},
     {DSA_W_POST_NORM, "model.layers.%d.post_attention_layernorm.weight"},
+    /* dense FFN (layers < first_k_dense_replace) */
     {DSA_W_GATE, "model.layers.%d.mlp.gate_proj.weight"},
     {DSA_W_UP, "model.layers.%d.mlp.up_proj.weight"},
     {DSA_W_DOWN, "model.layers.%d.mlp.down_proj.weight"},
+    /* MoE FFN: router and its bias; the routed experts follow (expert_names) */
+    {DSA_W_ROUTER, "model.layers.%d.mlp.gate.weight"},
+    {DSA_W_ROUTER_BIAS, "model.layers.%d.mlp.gate.e_score_correction_bias"},
 };
 
-/* Shape of a slot for model `m`; false when the model has no such tensor. */
-static bool slot_shape(const DsaModelConfig *m, DsaWeightSlot slot, int *ndim, int64_t shape[2]) {
+/* Routed experts, in this order for each expert J; `fmt` takes (layer, J). */
+static const struct {
+    DsaWeightSlot slot;
+    const char *fmt;
+} expert_names[] = {
+    {DSA_W_EXPERT_GATE, "model.layers.%d.mlp.experts.%d.gate_proj.weight"},
+    {DSA_W_EXPERT_UP, "model.layers.%d.mlp.experts.%d.up_proj.weight"},
+    {DSA_W_EXPERT_DOWN, "model.layers.%d.mlp.experts.%d.down_proj.weight"},
+};
+
+/* The shared experts, after the routed ones. */
+static const struct {
+    DsaWeightSlot slot;
+    const char *fmt;
+} shared_names[] = {
+    {DSA_W_SHARED_GATE, "model.layers.%d.mlp.shared_experts.gate_proj.weight"},
+    {DSA_W_SHARED_UP, "model.layers.%d.mlp.shared_experts.up_proj.weight"},
+    {DSA_W_SHARED_DOWN, "model.layers.%d.mlp.shared_experts.down_proj.weight"},
+};
+
+/* Shape of a slot of layer `layer` (-1: globals) for model `m`; false when the model
+ * has no such tensor there. */
+static bool slot_shape(const DsaModelConfig *m, int layer, DsaWeightSlot slot, int *ndim, int64_t shape[2]) {
     const int64_t D = m->hidden_size, H = m->num_attention_heads;
     const int64_t dqk = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    const bool moe = layer >= 0 && dsa_model_layer_is_moe(m, layer);
+    const int64_t Ie = m->moe_intermediate_size, Is = m->moe_intermediate_size * m->n_shared_experts;
     int64_t r = 0, c = 0;
     switch (slot) {
     case DSA_W_EMBED:
@@ -65,8 +92,40 @@ static bool slot_shape(const DsaModelConfig *m, DsaWeightSlot slot, int *ndim, i
     case DSA_W_KV_B: r = H * (m->qk_nope_head_dim + m->v_head_dim), c = m->kv_lora_rank; break;
     case DSA_W_O: r = D, c = H * m->v_head_dim; break;
     case DSA_W_GATE:
-    case DSA_W_UP: r = m->intermediate_size, c = D; break;
-    case DSA_W_DOWN: r = D, c = m->intermediate_size; break;
+    case DSA_W_UP:
+        if (moe) return false;
+        r = m->intermediate_size, c = D;
+        break;
+    case DSA_W_DOWN:
+        if (moe) return false;
+        r = D, c = m->intermediate_size;
+        break;
+    case DSA_W_ROUTER:
+        if (!moe) return false;
+        r = m->n_routed_experts, c = D;
+        break;
+    case DSA_W_ROUTER_BIAS:
+        if (!moe || strcmp(m->topk_method, "noaux_tc") != 0) return false;
+        r = m->n_routed_experts;
+        break;
+    case DSA_W_EXPERT_GATE:
+    case DSA_W_EXPERT_UP:
+        if (!moe) return false;
+        r = Ie, c = D;
+        break;
+    case DSA_W_EXPERT_DOWN:
+        if (!moe) return false;
+        r = D, c = Ie;
+        break;
+    case DSA_W_SHARED_GATE:
+    case DSA_W_SHARED_UP:
+        if (!moe || Is == 0) return false;
+        r = Is, c = D;
+        break;
+    case DSA_W_SHARED_DOWN:
+        if (!moe || Is == 0) return false;
+        r = D, c = Is;
+        break;
     case DSA_W_IDX_WQ_B:
         if (!m->has_indexer) return false;
         r = m->index_n_heads * m->index_head_dim, c = m->has_q_lora ? m->q_lora_rank : D;
@@ -98,16 +157,20 @@ static bool slot_is_norm(DsaWeightSlot s) {
 
 bool dsa_param_slot_is_indexer(DsaWeightSlot s) { return s >= DSA_W_IDX_WQ_B && s <= DSA_W_IDX_WEIGHTS_PROJ; }
 
-static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot slot, int layer, const char *name) {
+static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot slot, int layer, int expert,
+                      const char *name) {
+    DSA_ASSERT(t->count < t->capacity);
     DsaParamInfo *p = &t->info[t->count];
-    if (!slot_shape(m, slot, &p->ndim, p->shape)) return;
+    if (!slot_shape(m, layer, slot, &p->ndim, p->shape)) return;
     snprintf(p->name, sizeof p->name, "%s", name);
     p->slot = slot;
     p->layer = layer;
+    p->expert = expert;
     p->numel = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
     p->offset = t->total;
     p->is_norm = slot_is_norm(slot);
-    p->is_bias = slot == DSA_W_IDX_K_NORM_BIAS;
+    p->is_bias = slot == DSA_W_IDX_K_NORM_BIAS || slot == DSA_W_ROUTER_BIAS;
+    p->frozen = slot == DSA_W_ROUTER_BIAS; /* DSA-SPEC §3.1 Decision (router bias) */
     p->decay = !p->is_norm && !p->is_bias; /* DSA-SPEC §1: no decay on norms or biases */
     p->group = dsa_param_slot_is_indexer(slot) ? DSA_GROUP_INDEXER : DSA_GROUP_MAIN;
     /* NOTE: 16-float alignment keeps every tensor 64-byte aligned for vector loads. */
@@ -117,28 +180,40 @@ static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot s
 
 DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m) {
     memset(t, 0, sizeof *t);
-    if (m->has_moe && m->first_k_dense_replace < m->num_hidden_layers)
-        DSA_FAIL(DSA_ERR_CONFIG,
-                 "model.n_routed_experts = %lld with first_k_dense_replace = %lld < num_hidden_layers = %lld: MoE "
-                 "layers are not supported by the trainer yet; set model.n_routed_experts to null for a dense model",
-                 (long long)m->n_routed_experts, (long long)m->first_k_dense_replace,
-                 (long long)m->num_hidden_layers);
     if (m->tie_word_embeddings)
         DSA_FAIL(DSA_ERR_CONFIG, "model.tie_word_embeddings = true is not supported (DeepSeek models untie them)");
-    int max = 3 + (int)m->num_hidden_layers * (int)(sizeof layer_names / sizeof layer_names[0]);
+    const int nl = (int)(sizeof layer_names / sizeof layer_names[0]);
+    const int ne = (int)(sizeof expert_names / sizeof expert_names[0]);
+    const int ns = (int)(sizeof shared_names / sizeof shared_names[0]);
+    const int64_t experts = m->has_moe ? m->n_routed_experts : 0;
+    const int64_t max = 3 + m->num_hidden_layers * (nl + ne * experts + ns);
+    if (max > 0x7fffffff)
+        DSA_FAIL(DSA_ERR_CONFIG, "model.num_hidden_layers = %lld with model.n_routed_experts = %lld: %lld tensors is "
+                 "too many for the parameter table", (long long)m->num_hidden_layers, (long long)experts,
+                 (long long)max);
     t->info = dsa_calloc((size_t)max, sizeof *t->info);
-    if (!t->info) DSA_FAIL(DSA_ERR_NOMEM, "parameter table of %d entries", max);
-    t->capacity = max;
-    add_entry(t, m, DSA_W_EMBED, -1, "model.embed_tokens.weight");
+    if (!t->info) DSA_FAIL(DSA_ERR_NOMEM, "parameter table of %lld entries", (long long)max);
+    t->capacity = (int)max;
+    add_entry(t, m, DSA_W_EMBED, -1, -1, "model.embed_tokens.weight");
     char name[DSA_PARAM_NAME_CAP];
     for (int l = 0; l < (int)m->num_hidden_layers; l++) {
-        for (size_t i = 0; i < sizeof layer_names / sizeof layer_names[0]; i++) {
+        for (int i = 0; i < nl; i++) {
             snprintf(name, sizeof name, layer_names[i].fmt, l);
-            add_entry(t, m, layer_names[i].slot, l, name);
+            add_entry(t, m, layer_names[i].slot, l, -1, name);
+        }
+        if (!dsa_model_layer_is_moe(m, l)) continue;
+        for (int j = 0; j < (int)experts; j++)
+            for (int i = 0; i < ne; i++) {
+                snprintf(name, sizeof name, expert_names[i].fmt, l, j);
+                add_entry(t, m, expert_names[i].slot, l, j, name);
+            }
+        for (int i = 0; i < ns; i++) {
+            snprintf(name, sizeof name, shared_names[i].fmt, l);
+            add_entry(t, m, shared_names[i].slot, l, -1, name);
         }
     }
-    add_entry(t, m, DSA_W_FINAL_NORM, -1, "model.norm.weight");
-    add_entry(t, m, DSA_W_LM_HEAD, -1, "lm_head.weight");
+    add_entry(t, m, DSA_W_FINAL_NORM, -1, -1, "model.norm.weight");
+    add_entry(t, m, DSA_W_LM_HEAD, -1, -1, "lm_head.weight");
     return DSA_OK;
 }
 
@@ -156,6 +231,14 @@ const DsaParamInfo *dsa_param_find(const DsaParamTable *t, const char *name) {
 const DsaParamInfo *dsa_param_slot(const DsaParamTable *t, int layer, DsaWeightSlot slot) {
     for (int i = 0; i < t->count; i++)
         if (t->info[i].layer == layer && t->info[i].slot == slot) return &t->info[i];
+    return NULL;
+}
+
+const DsaParamInfo *dsa_param_expert(const DsaParamTable *t, int layer, DsaWeightSlot slot, int expert) {
+    for (int i = 0; i < t->count; i++) {
+        const DsaParamInfo *p = &t->info[i];
+        if (p->layer == layer && p->slot == slot && p->expert == expert) return p;
+    }
     return NULL;
 }
 

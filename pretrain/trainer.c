@@ -404,7 +404,8 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     DsaModel *m = &t->model;
     const bool train_main = !strcmp(s->trainable, "all");
     for (int i = 0; i < m->table.count; i++) {
-        t->trainable[i] = train_main || m->table.info[i].group == DSA_GROUP_INDEXER;
+        /* frozen tensors (the router bias, §3.1 Decision (router bias)) train in no stage */
+        t->trainable[i] = !m->table.info[i].frozen && (train_main || m->table.info[i].group == DSA_GROUP_INDEXER);
         m->requires_grad[i] = t->trainable[i];
     }
     const float scale = (float)(1.0 / ((double)s->global_batch * (double)L));
