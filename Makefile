@@ -72,7 +72,7 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 HEADERS  := $(foreach d,$(LIB_DIRS) tests,$(wildcard $(d)/*.h))
 
-.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env
+.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
 check-tools:
@@ -151,6 +151,12 @@ bench: deps
 TORCH_ENV ?= .venv-torch
 torch-env:
 	@tools/torch_env.sh $(TORCH_ENV)
+
+# Parity with Hugging Face transformers' DeepSeek models (tools/hf_parity.py): tiny random
+# models saved by transformers, evaluated by dsa, logits compared. Ends with a tests: line.
+parity: deps
+	@$(MAKE) --no-print-directory all
+	@tools/parity.sh $(BUILD) $(TORCH_ENV)
 
 clean:
 	rm -rf build build-asan build.config.txt build-asan.config.txt

@@ -9,7 +9,7 @@ loss with what transformers computes on the same token windows. Run by `make par
 "not ok - NAME", "ok - NAME # SKIP why") and ends with
 "tests: N passed, N failed, N skipped".
 
-Cases:
+Cases (plus negative-control: one norm gain changed by 1% in the saved file must fail):
   a. v3-dense       DeepseekV3, first_k_dense_replace = num layers, q LoRA, YaRN RoPE
   b. v3-moe         DeepseekV3 MoE: sigmoid scores, noaux_tc with e_score_correction_bias,
                     n_group/topk_group, shared experts, norm_topk_prob, scaling factor
@@ -283,21 +283,6 @@ def check_model(args, work, name, model, seed, model_dir=None):
 def moe_landed(args, work):
     """True when dsa loads a MoE config (the MoE layers have landed in pretrain/)."""
     d = os.path.join(work, "moe-probe")
-    os.makedirs(d, exist_ok=True)
-    cfg = dict(v3_kwargs(first_k_dense_replace=1), model_type="deepseek_v3")
-    cfg["rope_scaling"] = None
-    cfg.pop("rope_parameters")
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    p = subprocess.run([args.dsa, "config", "--config", os.path.join(d, "config.json"), "--set",
-                        "data.seq_len=8", "--set", "stages=[]", "--check"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-    if p.returncode != 0:
-        log("MoE probe: " + p.stdout.strip())
-        return False
-    # the config may validate while the model still refuses MoE: try building it
-    import transformers
-
     m = build("v3", v3_kwargs(first_k_dense_replace=1), 1)
     m.save_pretrained(d)
     toks = os.path.join(d, "t.u32")
@@ -305,7 +290,7 @@ def moe_landed(args, work):
     p = subprocess.run([args.dsa, "eval", d, "--tokens", toks, "--seq-len", "8", "--windows", "1", "--json"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if p.returncode != 0:
-        log("MoE probe: " + p.stdout.strip().splitlines()[0] if p.stdout.strip() else "MoE probe failed")
+        log("MoE probe: " + (" | ".join(p.stdout.strip().splitlines()[:2]) or "failed"))
     return p.returncode == 0
 
 
@@ -379,8 +364,12 @@ def case_fp8_sharded(args, work):
                    kv_lora_rank=144, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=40,
                    first_k_dense_replace=1 if moe else 2)
     m = build("v3", kw, 31)
-    sd = {k: v.detach().clone().contiguous() for k, v in m.state_dict().items()}
-    from safetensors.torch import save_file
+    # the checkpoint layout (per-expert tensors; transformers fuses them in memory)
+    from safetensors.torch import load_file, save_file
+
+    src = os.path.join(work, "v3-fp8-src")
+    m.save_pretrained(src)
+    sd = load_file(os.path.join(src, "model.safetensors"))
 
     stored, deq = {}, {}
     n_fp8 = 0
@@ -398,8 +387,16 @@ def case_fp8_sharded(args, work):
             deq[k] = stored[k].float()
         else:
             stored[k], deq[k] = v, v
-    missing, unexpected = m.load_state_dict(deq, strict=False)
-    assert not unexpected, unexpected
+    # transformers runs on the dequantized weights, loaded the way it loads checkpoints
+    deq_dir = os.path.join(work, "v3-fp8-dequantized")
+    os.makedirs(deq_dir)
+    save_file({k: v.contiguous() for k, v in deq.items()}, os.path.join(deq_dir, "model.safetensors"),
+              metadata={"format": "pt"})
+    m.config.save_pretrained(deq_dir)
+    import transformers
+
+    m = transformers.DeepseekV3ForCausalLM.from_pretrained(deq_dir, dtype=torch.float32,
+                                                          attn_implementation="eager").eval()
     d = os.path.join(work, "v3-fp8-sharded")
     os.makedirs(d)
     names = sorted(stored)
@@ -446,8 +443,6 @@ def case_v32_export(args, work):
          "16", "--index-topk", str(topk), "--seed", "5"], "dsa convert")
     exp = os.path.join(work, "v32-export")
     run([args.dsa, "export", conv, "--out", exp, "--dtype", "f32"], "dsa export")
-    # the fresh indexer (N(0, 0.02^2)) is nearly uniform: make its selection decisive
-    # by scaling in transformers' copy AND in the exported files dsa reads back
     model = transformers.DeepseekV32ForCausalLM.from_pretrained(exp, dtype=torch.float32,
                                                               attn_implementation="eager").eval()
     tok = os.path.join(work, "v32.u32")
@@ -458,41 +453,96 @@ def case_v32_export(args, work):
         raise Fail("dsa eval of the export wrote no logits_sparse (not a DSA model?)")
     ref = hf_logits(model, inp)
     log("v32-export: index_topk %d < seq_len %d, %d indexer heads" % (topk, SEQ_LEN, 32))
-    # selected-set differences: recompute transformers' selection per layer via hooks
-    diff_rows = count_selection_differences(model, inp, args, exp, tok, work)
-    log("v32-export: rows whose selected key sets differ between dsa and transformers: %s" % diff_rows)
+    rows, differ, ties, near = indexer_selection_check(model, inp, topk)
+    log("v32-export: %d indexer rows (layers x windows x queries): %d whose selected sets differ between "
+        "transformers' torch.topk and our tie rule, %d with an exact tie at the k-th place, %d within 1e-5 "
+        "relative of one" % (rows, differ, ties, near))
+    if differ or ties:
+        raise Fail("v32-export: %d rows select different keys, %d exact ties: the comparison needs a model "
+                   "without ties (more indexer heads, other seeds)" % (differ, ties))
+    effect = float((ours["logits"] - ours["logits_sparse"]).abs().max()) / float(ref.abs().max())
+    log("v32-export: dsa's dense vs sparse logits differ by %.3g relative: the selection matters" % effect)
+    if effect < 100 * RTOL_LOGITS:
+        raise Fail("v32-export: sparse and dense logits differ by only %.3g: the top-k selection is not "
+                   "tested (index_topk too large?)" % effect)
     compare("v32-export sparse logits", ours["logits_sparse"], ref)
     compare_loss("v32-export sparse", res["sparse_loss"], ce_loss(ref, tgt))
 
 
-def count_selection_differences(model, inp, args, exp, tok, work):
-    """Rows (layer, window, query) whose top-k key sets differ between transformers'
-    indexer and an fp32 recomputation with ties broken by the lower index (ours,
-    DSA-SPEC §5.4). dsa does not dump its selections, so the comparison is of
-    transformers' torch.topk sets against the tie rule; a difference in the logits
-    check would show the effect of any other disagreement."""
-    sets = []
+def indexer_selection_check(model, inp, topk):
+    """Compare, per layer and query row, transformers' top-k set (torch.topk over the
+    whole row, masked keys included when the row has fewer than k valid keys) with our
+    rule (DSA-SPEC §5.4: valid keys only, score descending, lower index first on ties),
+    both on the same fp32 indexer scores recomputed from the indexer's inputs. Returns
+    (rows, rows whose valid selected sets differ, rows with an exact tie at the k-th
+    place, rows whose k-th and (k+1)-th scores are within 1e-5 relative: the rows where
+    fp32 rounding differences between two implementations could swap a key)."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import apply_rotary_pos_emb
+
+    captured = []
 
     def hook(mod, a, kw, out):
-        sets.append(out.detach().clone())
+        captured.append((mod, a, kw, out.detach().clone()))
 
     hs = [l.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for l in model.model.layers]
-    scores = []
-
-    def score_hook(mod, a, kw):
-        scores.append((a, kw))
-
     try:
         with torch.no_grad():
             model(input_ids=inp, use_cache=False)
     finally:
         for h in hs:
             h.remove()
-    # ties: count rows where the k-th and (k+1)-th indexer scores are exactly equal
-    return "%d layers checked; exact-tie rows: see logits check" % len(sets)
+    rows = differ = ties = near = 0
+    with torch.no_grad():
+        for mod, a, kw, sel in captured:
+            x, q_resid, (cos, sin) = a[0], a[1], a[2]
+            B, S, _ = x.shape
+            q = mod.wq_b(q_resid).view(B, S, mod.n_heads, mod.head_dim)
+            q_rot, q_pass = torch.split(q, [mod.qk_rope_head_dim, mod.head_dim - mod.qk_rope_head_dim], dim=-1)
+            k = mod.k_norm(mod.wk(x)).unsqueeze(2)
+            k_rot, k_pass = torch.split(k, [mod.qk_rope_head_dim, mod.head_dim - mod.qk_rope_head_dim], dim=-1)
+            q_rot, k_rot = apply_rotary_pos_emb(q_rot, k_rot, cos, sin, unsqueeze_dim=2)
+            q = torch.cat([q_rot, q_pass], -1).float()
+            k = torch.cat([k_rot, k_pass], -1).squeeze(2).float()
+            sc = torch.relu(torch.einsum("bshd,btd->bsht", q, k) * mod.softmax_scale)
+            w = mod.weights_proj(x).float() * mod.n_heads ** -0.5
+            score = torch.einsum("bsh,bsht->bst", w, sc)
+            for b in range(B):
+                for t in range(S):
+                    rows += 1
+                    v = score[b, t, :t + 1].double()
+                    order = sorted(range(t + 1), key=lambda s_: (-float(v[s_]), s_))
+                    ours = set(order[:topk])
+                    theirs = set(int(i) for i in sel[b, t].tolist() if int(i) <= t)
+                    differ += ours != theirs
+                    if t + 1 > topk:
+                        kth, nxt = float(v[order[topk - 1]]), float(v[order[topk]])
+                        ties += kth == nxt
+                        near += abs(kth - nxt) <= 1e-5 * max(abs(kth), 1e-30)
+    return rows, differ, ties, near
+
+
+def case_negative_control(args, work):
+    """The comparison can fail: the v3-dense model with one RMSNorm gain changed by 1%
+    in the saved file must be reported as a mismatch."""
+    from safetensors.torch import load_file, save_file
+
+    m = build("v3", v3_kwargs(first_k_dense_replace=2), 11)
+    d = os.path.join(work, "negative-control")
+    m.save_pretrained(d)
+    f = os.path.join(d, "model.safetensors")
+    sd = load_file(f)
+    sd["model.layers.1.input_layernorm.weight"][5] *= 1.01
+    save_file(sd, f, metadata={"format": "pt"})
+    try:
+        check_model(args, work, "negative-control", m, 11, model_dir=d)
+    except Fail as e:
+        log("negative-control: detected as expected: " + str(e).splitlines()[0])
+        return
+    raise Fail("negative-control: a 1% change of one norm gain went unnoticed")
 
 
 CASES = [
+    ("negative-control", case_negative_control),
     ("v3-dense", case_v3_dense),
     ("v3-moe", case_v3_moe),
     ("v2-dense", case_v2_dense),

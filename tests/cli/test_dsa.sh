@@ -75,3 +75,38 @@ PY
 case "$verdict" in *pass) ok "sparse held-out loss within 2% of the dense model ($verdict)" ;;
   *) echo "    $verdict" > "$last_out"; not_ok "sparse held-out loss within 2% of the dense model" ;; esac
 expect_output "--topk on a dense model is refused" "no lightning indexer" "$DSA" eval "$work/dense" "${ev[@]}" --topk 4
+
+# --logits-out: "logits" and "logits_sparse" [N, L, V] F32, whose cross-entropy against the
+# token file's next tokens is the printed dense and sparse loss.
+u32_file "$work/lo.u32" $(python3 -c 'import random; r = random.Random(7); print(" ".join(str(r.randrange(512)) for _ in range(2 * 40 + 1)))')
+"$DSA" eval "$work/dsa" --tokens "$work/lo.u32" --seq-len 40 --windows 2 --batch 2 --threads 2 --json \
+  --logits-out "$work/lo.safetensors" > "$work/lo.json" 2> "$last_out" || not_ok "eval --logits-out"
+verdict=$(python3 - "$work/lo.safetensors" "$work/lo.json" "$work/lo.u32" <<'PY' 2>&1
+import json, math, struct, sys
+from array import array
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8:8 + n])
+res = json.load(open(sys.argv[2]))
+tok = array("I"); tok.frombytes(open(sys.argv[3], "rb").read())
+N, L, V = 2, 40, 512
+msgs = []
+for name, key in (("logits", "loss"), ("logits_sparse", "sparse_loss")):
+    h = head.get(name)
+    if not h or h["dtype"] != "F32" or h["shape"] != [N, L, V]:
+        msgs.append(f"{name}: {h} (want F32 {[N, L, V]})"); continue
+    a, b = h["data_offsets"]
+    x = array("f"); x.frombytes(raw[8 + n + a:8 + n + b])
+    total = 0.0
+    for w in range(N):
+        for t in range(L):
+            row = x[(w * L + t) * V:(w * L + t + 1) * V]
+            m = max(row)
+            total += m + math.log(sum(math.exp(v - m) for v in row)) - row[tok[w * L + t + 1]]
+    loss = total / (N * L)
+    if abs(loss - res[key]) > 1e-5 * max(1, res[key]): msgs.append(f"{name}: CE {loss} vs printed {key} {res[key]}")
+print("; ".join(msgs) if msgs else "pass")
+PY
+)
+case "$verdict" in pass) ok "eval --logits-out writes logits and logits_sparse [N, L, V] whose CE is the printed loss" ;;
+  *) echo "    $verdict" > "$last_out"; not_ok "eval --logits-out writes logits and logits_sparse [N, L, V] whose CE is the printed loss" ;; esac
