@@ -30,7 +30,8 @@ void cli_bench_record_header(FILE *f, const char *what, int argc, char **argv);
 int cli_info(int argc, char **argv);    /* build and device information */
 int cli_train(int argc, char **argv);   /* LM training, checkpoints, resume */
 int cli_eval(int argc, char **argv);    /* held-out loss of a checkpoint */
-int cli_convert(int argc, char **argv); /* add an indexer to a dense checkpoint */
+int cli_convert(int argc, char **argv); /* import a checkpoint; add an indexer */
+int cli_export(int argc, char **argv);  /* V3.2-layout Hugging Face checkpoint */
 
 /* Print "dsa SUB: error: <trail>" and return the exit code for `status`. */
 int cli_report(const char *sub, DsaStatus status);

@@ -1,4 +1,4 @@
-/* convert.c: `dsa convert --add-indexer` (convert.h). */
+/* convert.c: `dsa convert`, the streamed import and `--add-indexer` (convert.h). */
 #include "pretrain/convert.h"
 
 #include <stdio.h>
@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/hf.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -35,62 +36,89 @@ static DsaStatus dsa_model_of(const DsaModelConfig *src, const DsaAddIndexerOpti
     return st;
 }
 
-DsaStatus dsa_convert_add_indexer(const char *src, const char *out_dir, const DsaAddIndexerOptions *opts,
-                                  char *written, size_t cap) {
+DsaStatus dsa_convert_import(const char *src, const char *out_dir, const DsaAddIndexerOptions *add, bool progress,
+                             char *written, size_t cap) {
     char dir[1024], path[1100];
     DSA_TRY(dsa_checkpoint_resolve(src, dir, sizeof dir));
     bool verified = false;
     DSA_TRY(dsa_checkpoint_verify(dir, &verified));
     snprintf(path, sizeof path, "%s/config.json", dir);
-    DsaModelConfig dense, dsa;
-    DSA_TRY(dsa_model_config_load(&dense, path));
-    if (dense.has_indexer)
+    DsaModelConfig from, to;
+    DSA_TRY(dsa_model_config_load(&from, path));
+    if (add && from.has_indexer)
         DSA_FAIL(DSA_ERR_CONFIG, "%s: the model already has a lightning indexer (index_topk = %lld); nothing to add",
-                 path, (long long)dense.index_topk);
-    DSA_TRY(dsa_model_of(&dense, opts, &dsa));
-
-    DsaParamTable td = {0}, tn = {0};
-    float *pd = NULL, *pn = NULL;
-    DsaCheckpointWriter w = {0};
-    char *json = NULL;
-    DsaStatus st = DSA_OK;
-    DSA_TRY_GOTO(st, dsa_param_table_build(&td, &dense), out);
-    DSA_TRY_GOTO(st, dsa_param_table_build(&tn, &dsa), out);
-    pd = dsa_malloc((size_t)td.total * sizeof(float));
-    pn = dsa_calloc((size_t)tn.total, sizeof(float));
-    if (!pd || !pn) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "model weights: 2 x %lld floats", (long long)tn.total);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &td, "", pd, false), out);
-    /* every source tensor unchanged, by name; then the fresh indexers */
-    for (int i = 0; i < tn.count; i++) {
-        const DsaParamInfo *p = &tn.info[i];
-        if (p->group == DSA_GROUP_INDEXER) continue;
-        const DsaParamInfo *q = dsa_param_find(&td, p->name);
-        DSA_ASSERT(q && q->numel == p->numel);
-        memcpy(pn + p->offset, pd + q->offset, (size_t)p->numel * sizeof(float));
+                 path, (long long)from.index_topk);
+    if (add) {
+        DSA_TRY(dsa_model_of(&from, add, &to));
+    } else {
+        to = from;
     }
-    dsa_param_init_indexer(&tn, pn, opts->seed, dsa.initializer_range);
+    to.num_nextn_predict_layers = 0; /* DSA-SPEC §3.1 Decision (MTP) */
+
+    DsaParamTable t = {0};
+    DsaDType *dtypes = NULL;
+    DsaHfReader r = {0};
+    DsaHfWriter hw = {0};
+    DsaCheckpointWriter w = {0};
+    bool writer_open = false;
+    char *json = NULL;
+    DsaModelStreamStats stats = {0};
+    DsaStatus st = DSA_OK;
+    DSA_TRY_GOTO(st, dsa_param_table_build(&t, &to), out);
+    DSA_TRY_GOTO(st, dsa_alloc((void **)&dtypes, (size_t)t.count * sizeof *dtypes, "dtype list"), out);
+    for (int i = 0; i < t.count; i++) dtypes[i] = DSA_F32;
+    DSA_TRY_GOTO(st, dsa_model_hf_open(&r, dir, &from), out);
+    /* every source tensor checked before anything is written */
+    DSA_TRY_GOTO(st, dsa_model_hf_check(&r, &from, &t, add != NULL), out);
 
     DSA_TRY_GOTO(st, dsa_checkpoint_begin(&w, out_dir, "converted"), out);
-    DSA_TRY_GOTO(st, dsa_model_write_weights(dsa_checkpoint_file(&w, "model.safetensors", path, sizeof path), &tn, pn),
-                 fail);
-    DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&dsa, &json), fail);
+    DSA_TRY_GOTO(st, dsa_hf_writer_init(&hw, w.tmp_dir, 0), fail);
+    writer_open = true;
+    DsaModelStream s = {
+        .src = &r,
+        .table = &t,
+        .dtypes = dtypes,
+        .block = {DSA_HF_DEFAULT_BLOCK, DSA_HF_DEFAULT_BLOCK},
+        .fresh_indexer = add != NULL,
+        .seed = add ? add->seed : 0,
+        .std = to.initializer_range,
+        .label = "convert",
+        .progress = progress,
+    };
+    DSA_TRY_GOTO(st, dsa_model_stream(&s, &hw, &stats), fail);
+    DSA_TRY_GOTO(st, dsa_hf_writer_finish(&hw), fail);
+    dsa_hf_writer_abort(&hw); /* after finish: only frees */
+    writer_open = false;
+    DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&to, &json), fail);
     DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "config.json", json), fail);
     DSA_TRY_GOTO(st, dsa_checkpoint_commit(&w), fail);
     snprintf(written, cap, "%s/converted", out_dir);
+    if (add)
+        dsa_log(DSA_LOG_INFO,
+                "added indexers (%lld heads x %lld dims, top-k %lld, %lld parameters per layer, seed %llu) to %s%s -> %s",
+                (long long)to.index_n_heads, (long long)to.index_head_dim, (long long)to.index_topk,
+                (long long)dsa_model_indexer_param_count(&to), (unsigned long long)add->seed, dir,
+                verified ? "" : " (no manifest: checksums not verified)", written);
     dsa_log(DSA_LOG_INFO,
-            "added indexers (%lld heads x %lld dims, top-k %lld, %lld parameters per layer, seed %llu) to %s%s -> %s",
-            (long long)dsa.index_n_heads, (long long)dsa.index_head_dim, (long long)dsa.index_topk,
-            (long long)dsa_model_indexer_param_count(&dsa), (unsigned long long)opts->seed, dir,
-            verified ? "" : " (no manifest: checksums not verified)", written);
+            "converted %d tensors (%s%s, %d shard%s) to F32: %.3f GB written in %.1f s; largest tensor %lld "
+            "elements; peak RSS %.1f MB",
+            stats.tensors, r.sharded ? "sharded " : "", from.has_fp8 ? "FP8 source" : "source", r.n_shards,
+            r.n_shards == 1 ? "" : "s", (double)stats.bytes_written / 1e9, stats.seconds, (long long)stats.max_numel,
+            (double)dsa_mem_rss_peak() / 1e6);
     goto out;
 fail:
+    if (writer_open) dsa_hf_writer_abort(&hw);
     dsa_checkpoint_abort(&w);
 out:
     free(json);
-    dsa_free(pd, (size_t)td.total * sizeof(float));
-    dsa_free(pn, (size_t)tn.total * sizeof(float));
-    dsa_param_table_free(&td);
-    dsa_param_table_free(&tn);
+    dsa_hf_close(&r);
+    dsa_free(dtypes, (size_t)t.count * sizeof *dtypes);
+    dsa_param_table_free(&t);
     return st;
+}
+
+DsaStatus dsa_convert_add_indexer(const char *src, const char *out_dir, const DsaAddIndexerOptions *opts,
+                                  char *written, size_t cap) {
+    DSA_TRY(dsa_convert_import(src, out_dir, opts, false, written, cap));
+    return DSA_OK;
 }
