@@ -69,16 +69,19 @@ DeepSeek reference inference code, DeepSeek-V3 / V3.2-Exp inference/model.py):
      dims in transformers but not in the reference or here.
   7. The v32 model in transformers has no scoring_func/topk_method keys: it always
      routes like V3 (sigmoid, noaux_tc). Ours reads them (defaults sigmoid/noaux_tc).
-  8. DeepseekV2 routing: transformers' V2 router ignores norm_topk_prob (it never
-     renormalizes the top-k softmax weights); the DeepSeek-V2 reference code
-     (modeling_deepseek.py of the V2 repos) renormalizes when norm_topk_prob is true
-     and top_k > 1, and so do we. V2-Lite and V2 have norm_topk_prob false, so the
-     published models agree; the cases here use false.
+  8. Softmax (V2) routing weights: transformers' V2 router never renormalizes the
+     top-k softmax weights, whatever norm_topk_prob says; the DeepSeek-V3 reference
+     code (whose configs/config_16B.json is V2-Lite-shaped) never renormalizes softmax
+     weights either, and ours follows both (pretrain/moe.c). The V2 repos' own
+     modeling_deepseek.py renormalizes when norm_topk_prob is true and top_k > 1; V2 and
+     V2-Lite have norm_topk_prob false, so all agree on the published models.
   9. V2 group_limited_greedy: group score = max of the group's softmax scores, the
      same in transformers, the V2 reference and here. V3 noaux_tc: group score = sum of
      the top-2 biased scores of the group; selection uses the biased scores, weights
-     the unbiased ones, normalized (+1e-20 in transformers, none in the reference;
-     a difference of 1e-20 relative), then times routed_scaling_factor: all three agree.
+     the unbiased ones, normalized when norm_topk_prob (transformers and ours; the V3
+     reference always normalizes sigmoid weights, V3's norm_topk_prob is true) with
+     +1e-20 in the denominator (transformers and ours; none in the reference, a 1e-20
+     relative difference), then times routed_scaling_factor.
  10. transformers 5 writes RoPE as "rope_parameters" and adds "qk_head_dim"; our
      config reader maps both (core/config.c, prepare_hf_v5). A saved V2 config has no
      scoring_func/topk_method when they are the class defaults; a raw deepseek_v2

@@ -80,3 +80,22 @@ resolved_model "$work/changed.json" "$work/a.json" && resolved_model "$pub/deeps
 if python3 -c 'import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); sys.exit(0 if a["num_experts_per_tok"]==7 and b["num_experts_per_tok"]==6 else 1)' \
   "$work/a.json" "$work/b.json"; then ok "a changed value resolves differently (the comparison is live)"
 else not_ok "a changed value resolves differently (the comparison is live)"; fi
+
+# transformers >= 5 spellings and the deepseek_v2 defaults (core/config.c prepare_hf_v5/_v2).
+cat > "$work/v5.json" <<'JSON'
+{"model_type": "deepseek_v2", "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "qk_head_dim": 192,
+ "rope_parameters": {"rope_type": "default", "rope_theta": 50000.0}}
+JSON
+if resolved_model "$work/v5.json" "$work/r.json" && python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+want = {"rope_theta": 50000.0, "rope_scaling": None, "scoring_func": "softmax", "topk_method": "greedy",
+        "num_nextn_predict_layers": 0}
+bad = {k: m.get(k) for k in want if m.get(k) != want[k]}
+print(bad or "ok"); sys.exit(1 if bad else 0)' "$work/r.json" > "$last_out" 2>&1
+then ok "rope_parameters default -> rope_theta, no scaling; deepseek_v2 -> softmax, greedy, no MTP"
+else not_ok "rope_parameters default -> rope_theta, no scaling; deepseek_v2 -> softmax, greedy, no MTP"; fi
+sed 's/"qk_head_dim": 192/"qk_head_dim": 190/' "$work/v5.json" > "$work/bad.json"
+expect_output "a qk_head_dim other than qk_nope_head_dim + qk_rope_head_dim is an error naming it and the file" \
+  "bad.json: model.qk_head_dim must be qk_nope_head_dim \+ qk_rope_head_dim = 192" \
+  "$DSA" config --config "$work/bad.json" --check
