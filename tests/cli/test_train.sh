@@ -10,11 +10,12 @@ expect_output "dsa eval --help prints usage" "usage: dsa eval" "$DSA" eval --hel
 expect_rc 2 "dsa train without --config is a usage error" "$DSA" train
 expect_rc 2 "dsa train --resume --init is a usage error" "$DSA" train --config configs/tiny-dense.json --resume --init x
 expect_output "an unknown config key is named" "train.stpes" "$DSA" train --config configs/tiny-dense.json --set train.stpes=3
-expect_output "MoE configs are refused by name" "n_routed_experts" "$DSA" train --config configs/tiny.json \
-  --set 'stages=null' --set "train.out_dir=$work/moe"
 
 "$DSA" pack --format synthetic --tokens 64Ki --doc-tokens 1Ki --distances 16,48 --vocab-size 512 --seed 2 \
   --out "$work/data/syn" --quiet > "$last_out" 2>&1 || not_ok "pack synthetic data"
+expect_rc 0 "the MoE config (configs/tiny.json) trains" "$DSA" train --config configs/tiny.json --set 'stages=null' \
+  --set "data.train=[\"$work/data\"]" --set data.seq_len=64 --set train.global_batch=2 --set train.micro_batch=1 \
+  --set train.steps=2 --set train.checkpoint_every=0 --set train.threads=2 --quiet --set "train.out_dir=$work/moe"
 common=(--config configs/tiny-dense.json --set "data.train=[\"$work/data\"]" --set data.seq_len=64
   --set train.global_batch=2 --set train.micro_batch=1 --set train.steps=4 --set train.checkpoint_every=2
   --set optimizer.lr_warmup_steps=1
