@@ -254,8 +254,15 @@ static void init_tensor(const DsaParamInfo *p, float *params, uint64_t seed, uin
 }
 
 /* Stream of an indexer tensor: keyed by (layer, slot), far from the table indices. */
+/* The indexer's Philox stream of (layer, slot). The stride is frozen at 21, the slot
+ * count when indexers were introduced (before the MoE slots), so that adding slots never
+ * changes the fresh indexer a given seed produces: conversions stay reproducible across
+ * versions. Indexer slots are < 21. */
+enum { INDEXER_STREAM_STRIDE = 21 };
+_Static_assert((int)DSA_W_IDX_WEIGHTS_PROJ < (int)INDEXER_STREAM_STRIDE, "indexer slots must stay below the frozen stride");
+
 static uint64_t indexer_stream(const DsaParamInfo *p) {
-    return 0x1D000000ull + (uint64_t)p->layer * DSA_W_SLOT_COUNT + (uint64_t)p->slot;
+    return 0x1D000000ull + (uint64_t)p->layer * INDEXER_STREAM_STRIDE + (uint64_t)p->slot;
 }
 
 void dsa_param_init(const DsaParamTable *t, float *params, uint64_t seed, double std) {

@@ -321,7 +321,7 @@ out:
     return st;
 }
 
-/* Weights only, from a checkpoint or an HF model directory (--init). */
+/* Weights only, from a checkpoint or an HF model directory, sharded or FP8 (--init). */
 static DsaStatus load_init_weights(Trainer *t, const char *from) {
     char dir[1024], path[1100];
     DSA_TRY(dsa_checkpoint_resolve(from, dir, sizeof dir));
@@ -338,8 +338,8 @@ static DsaStatus load_init_weights(Trainer *t, const char *from) {
                  path, t->cfg->source, from, (long long)t->cfg->model.index_n_heads,
                  (long long)t->cfg->model.index_head_dim, (long long)t->cfg->model.index_topk);
     DSA_TRY(dsa_model_config_check_same(&saved, path, &t->cfg->model, t->cfg->source));
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    DSA_TRY(dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false));
+    /* through the HF reader: one file or shards, F32/BF16/F16 or FP8 blocks */
+    DSA_TRY(dsa_model_read_hf(dir, &saved, &t->model.table, t->model.params));
     dsa_log(DSA_LOG_INFO, "initialized from %s%s", dir, verified ? "" : " (no manifest: checksums not verified)");
     return DSA_OK;
 }

@@ -219,6 +219,27 @@ PY
 case "$verdict" in *pass) ok "eval loss of the FP8 sharded checkpoint = its F32 copy = its conversion ($verdict)" ;;
   *) echo "    $verdict" > "$last_out"; not_ok "eval loss of the FP8 sharded checkpoint = its F32 copy" ;; esac
 
+# ---- dsa train --init straight from the FP8 sharded checkpoint: same first steps as its F32 copy ----
+"$DSA" pack --format u32 --vocab-size 512 --eos-id 1 --out "$work/shards/t" "$work/tokens.u32" > "$last_out" 2>&1 ||
+  not_ok "pack tokens for training"
+for m in fp8 fp8-ref; do
+  python3 - "$g/$m/config.json" "$work/shards" "$work/run-$m" > "$work/run-$m.json" <<'PY'
+import json, sys
+model = json.load(open(sys.argv[1]))
+print(json.dumps({"model": model,
+                  "data": {"train": [sys.argv[2]], "seq_len": 32},
+                  "optimizer": {"lr": 1e-3},
+                  "train": {"out_dir": sys.argv[3], "steps": 2, "global_batch": 2, "micro_batch": 1,
+                            "checkpoint_every": 0, "threads": 2}}))
+PY
+  "$DSA" train --config "$work/run-$m.json" --init "$g/$m" > "$work/train-$m.log" 2>&1 || { cp "$work/train-$m.log" "$last_out"; not_ok "train --init $m"; }
+done
+expect_output "train --init from the FP8 sharded checkpoint gives the F32 copy's losses" "pass" python3 -c '
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(p + "/metrics.jsonl")] for p in sys.argv[1:])
+print(a, b, "pass" if len(a) == 2 and all(abs(x - y) <= 1e-6 * abs(y) for x, y in zip(a, b)) else "fail")' \
+  "$work/run-fp8" "$work/run-fp8-ref"
+
 # ---- MoE: routed and shared experts, router gate and its F32 bias ---------------------------------
 gen --out "$g/moe" --dtype fp8 --moe --shard-size 300000 --seed 4 --f32-copy "$g/moe-ref" || not_ok "generate MoE"
 expect_rc 0 "convert an FP8 sharded MoE checkpoint" "$DSA" convert "$g/moe" --out "$work/c-moe" --quiet
