@@ -18,36 +18,16 @@
 enum { B = 2, L = 9, K = 3, V = 32 };
 
 static DsaConfig *dsa_config(void) {
-    DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
-    assert_non_null(cfg);
-    assert_ok(dsa_config_defaults(cfg));
+    DsaConfig *cfg = test_tiny_model_config(L);
     DsaModelConfig *m = &cfg->model;
     snprintf(m->model_type, sizeof m->model_type, "deepseek_v32");
     m->vocab_size = V;
-    m->hidden_size = 16;
-    m->intermediate_size = 24;
-    m->num_hidden_layers = 2;
     m->num_attention_heads = m->num_key_value_heads = 3;
-    m->has_q_lora = true;
-    m->q_lora_rank = 8;
-    m->kv_lora_rank = 8;
-    m->qk_nope_head_dim = 4;
-    m->qk_rope_head_dim = 4;
-    m->v_head_dim = 6;
-    m->has_moe = false;
-    m->n_routed_experts = 0;
-    m->first_k_dense_replace = 0;
     m->has_indexer = true;
     m->index_n_heads = 2;
     m->index_head_dim = 8;
     m->index_topk = K;
-    m->has_fp8 = false;
-    m->max_position_embeddings = 64;
-    m->rope_scaling.factor = 4;
-    m->rope_scaling.original_max_position_embeddings = 16;
-    m->num_nextn_predict_layers = 0;
-    cfg->data.seq_len = L;
-    for (int s = 0; s < cfg->num_stages; s++) cfg->stages[s].seq_len = L, cfg->stages[s].index_topk = K;
+    for (int s = 0; s < cfg->num_stages; s++) cfg->stages[s].index_topk = K;
     assert_ok(dsa_config_validate(cfg));
     return cfg;
 }

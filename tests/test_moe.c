@@ -490,22 +490,9 @@ static void test_layer_threads(void **state) {
 /* ---- the model ----------------------------------------------------------------------- */
 
 static DsaConfig *moe_config(void) {
-    DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
-    assert_non_null(cfg);
-    assert_ok(dsa_config_defaults(cfg));
+    DsaConfig *cfg = test_tiny_model_config(32);
     DsaModelConfig *m = &cfg->model;
-    m->vocab_size = 32;
-    m->hidden_size = 16;
-    m->intermediate_size = 24;
     m->moe_intermediate_size = 8;
-    m->num_hidden_layers = 2;
-    m->num_attention_heads = m->num_key_value_heads = 2;
-    m->has_q_lora = true;
-    m->q_lora_rank = 8;
-    m->kv_lora_rank = 8;
-    m->qk_nope_head_dim = 4;
-    m->qk_rope_head_dim = 4;
-    m->v_head_dim = 6;
     m->has_moe = true;
     m->n_routed_experts = 8;
     m->n_shared_experts = 1;
@@ -513,14 +500,6 @@ static DsaConfig *moe_config(void) {
     m->n_group = 2;
     m->topk_group = 1;
     m->first_k_dense_replace = 1;
-    m->has_indexer = false;
-    m->index_topk = 0;
-    m->has_fp8 = false;
-    m->max_position_embeddings = 64;
-    m->rope_scaling.factor = 4;
-    m->rope_scaling.original_max_position_embeddings = 16;
-    m->num_nextn_predict_layers = 0;
-    cfg->data.seq_len = cfg->stages[0].seq_len = 32;
     assert_ok(dsa_config_validate(cfg));
     return cfg;
 }

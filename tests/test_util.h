@@ -18,7 +18,9 @@
 
 #include <cmocka.h>
 
+#include "core/config.h"
 #include "core/error.h"
+#include "core/mem.h"
 
 /* Assert a DsaStatus is DSA_OK, printing the error trail when not. */
 #define assert_ok(call)                                                                   \
@@ -38,6 +40,41 @@
         if (!strstr(dsa_error_message(), (needle)))                                        \
             fail_msg("%s: message lacks \"%s\":\n%s", #call, (needle), dsa_error_message()); \
     } while (0)
+
+/* The tiny model the model-level tests share (2 layers, D 16, 2 heads, q latent 8, KV
+ * latent 8, head dims 4/4/6, dense FFN 24, vocab 32, YaRN factor 4 over 16 positions, no
+ * MoE, indexer or MTP), for sequences of `seq_len`; the caller changes what its test needs
+ * and then calls dsa_config_validate. Free with dsa_free(cfg, sizeof *cfg). */
+static inline DsaConfig *test_tiny_model_config(int64_t seq_len) {
+    DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
+    assert_non_null(cfg);
+    assert_ok(dsa_config_defaults(cfg));
+    DsaModelConfig *m = &cfg->model;
+    m->vocab_size = 32;
+    m->hidden_size = 16;
+    m->intermediate_size = 24;
+    m->num_hidden_layers = 2;
+    m->num_attention_heads = m->num_key_value_heads = 2;
+    m->has_q_lora = true;
+    m->q_lora_rank = 8;
+    m->kv_lora_rank = 8;
+    m->qk_nope_head_dim = 4;
+    m->qk_rope_head_dim = 4;
+    m->v_head_dim = 6;
+    m->has_moe = false;
+    m->n_routed_experts = 0;
+    m->first_k_dense_replace = 0;
+    m->has_indexer = false;
+    m->index_topk = 0;
+    m->has_fp8 = false;
+    m->max_position_embeddings = 64;
+    m->rope_scaling.factor = 4;
+    m->rope_scaling.original_max_position_embeddings = 16;
+    m->num_nextn_predict_layers = 0;
+    cfg->data.seq_len = seq_len;
+    for (int s = 0; s < cfg->num_stages; s++) cfg->stages[s].seq_len = seq_len;
+    return cfg;
+}
 
 /* A fresh temporary directory for this process (created once, removed at exit). */
 static inline const char *test_tmpdir(void) {
