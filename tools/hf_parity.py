@@ -23,6 +23,11 @@ Cases (plus negative-control: one norm gain changed by 1% in the saved file must
   e. v32-export     `dsa convert --add-indexer` + `dsa export --dtype f32`, loaded by
                     transformers' DeepseekV32ForCausalLM (eager attention) and compared
                     with the sparse logits of `dsa eval --no-fp8` (index_topk < L)
+  f. v32-export-fp8 the same with `dsa export --dtype fp8` (the release layout: e4m3 weights
+                    with power-of-two 128x128 weight_scale_inv, routed experts included),
+                    loaded by transformers' FineGrainedFP8 loader (it dequantizes on a
+                    machine without a GPU; needs accelerate): every loaded weight must equal
+                    the export decoded independently here, then the logits are compared
 
 Tolerance (fp32 on both sides): max |logit difference| <= 1e-4 * max |reference logit|
 and |loss difference| <= 1e-5 * max(1, loss). Both sides compute in fp32 with different
@@ -95,6 +100,7 @@ Usage: tools/hf_parity.py --dsa BUILD/dsa [--work DIR] [--keep] [--threads N]
 import argparse
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -429,11 +435,10 @@ def export_help(args):
     return p.stdout if p.returncode == 0 else None
 
 
-def case_v32_export(args, work):
+def case_v32_export(args, work, dtype="f32"):
     if not args.export_help:
         raise Skip("dsa export does not exist yet")
     import transformers
-    from safetensors.numpy import load_file
 
     moe = args.moe
     kw = v3_kwargs(first_k_dense_replace=1 if moe else 2, rope_parameters=dict(rope_type="default", rope_theta=10000.0))
@@ -442,16 +447,19 @@ def case_v32_export(args, work):
     src_model.save_pretrained(src)
     conv = os.path.join(work, "v32-dsa")
     topk = 8
-    run([args.dsa, "convert", "--add-indexer", src, "--out", conv, "--index-n-heads", "32", "--index-head-dim",
-         "16", "--index-topk", str(topk), "--seed", "5"], "dsa convert")
-    exp = os.path.join(work, "v32-export")
-    run([args.dsa, "export", conv, "--out", exp, "--dtype", "f32"], "dsa export")
+    if not os.path.exists(conv):
+        run([args.dsa, "convert", "--add-indexer", src, "--out", conv, "--index-n-heads", "32", "--index-head-dim",
+             "16", "--index-topk", str(topk), "--seed", "5"], "dsa convert")
+    exp = os.path.join(work, "v32-export-" + dtype)
+    run([args.dsa, "export", conv, "--out", exp, "--dtype", dtype], "dsa export")
     model = transformers.DeepseekV32ForCausalLM.from_pretrained(exp, dtype=torch.float32,
                                                               attn_implementation="eager").eval()
+    if dtype == "fp8":
+        check_fp8_load(model, exp)
     tok = os.path.join(work, "v32.u32")
     toks = write_tokens(tok, model.config.vocab_size, 41)
     inp, tgt = windows(toks)
-    res, ours = dsa_eval(args, exp, tok, os.path.join(work, "v32.logits.safetensors"), extra=["--no-fp8"])
+    res, ours = dsa_eval(args, exp, tok, os.path.join(work, "v32-%s.logits.safetensors" % dtype), extra=["--no-fp8"])
     if "logits_sparse" not in ours:
         raise Fail("dsa eval of the export wrote no logits_sparse (not a DSA model?)")
     ref = hf_logits(model, inp)
@@ -470,6 +478,60 @@ def case_v32_export(args, work):
                    "tested (index_topk too large?)" % effect)
     compare("v32-export sparse logits", ours["logits_sparse"], ref)
     compare_loss("v32-export sparse", res["sparse_loss"], ce_loss(ref, tgt))
+
+
+def check_fp8_load(model, exp):
+    """The FP8 export as transformers loads it: on a machine without a GPU its
+    FineGrainedFP8 quantizer dequantizes every e4m3 weight with its weight_scale_inv.
+    Each loaded weight must equal our export decoded independently here (torch's
+    float8_e4m3fn cast times the block scale, expanded over 128x128 blocks), so the
+    logits below compare the same numbers on both sides."""
+    from safetensors.torch import load_file
+
+    stored = {}
+    for fn in sorted(os.listdir(exp)):
+        if fn.endswith(".safetensors"):
+            stored.update(load_file(os.path.join(exp, fn)))
+    params = dict(model.named_parameters())
+    n_fp8 = 0
+    for name, t in stored.items():
+        if t.dtype != torch.float8_e4m3fn:
+            continue
+        s = stored[name[:-len("weight")] + "weight_scale_inv"].float()
+        rows, cols = t.shape
+        scale = s.repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :cols]
+        want = t.float() * scale
+        got = loaded_weight(params, name).detach().float()
+        if not torch.equal(got, want):
+            raise Fail("%s: transformers loaded other values than the FP8 export holds (max diff %.3g)" %
+                       (name, float((got - want).abs().max())))
+        n_fp8 += 1
+    if n_fp8 == 0:
+        raise Fail("the fp8 export holds no F8_E4M3 tensor")
+    log("v32-export-fp8: transformers loaded %d e4m3 weights, each equal to its block-scaled decoding" % n_fp8)
+
+
+def loaded_weight(params, name):
+    """The weight transformers loaded for checkpoint tensor `name`. Routed experts are
+    fused on load: mlp.experts.gate_up_proj [E, 2I, D] holds expert J's gate_proj rows
+    then its up_proj rows, mlp.experts.down_proj [E, D, I] its down_proj."""
+    m = re.match(r"(.*\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$", name)
+    if not m:
+        return params[name]
+    prefix, j, which = m.group(1), int(m.group(2)), m.group(3)
+    if which == "down":
+        return params[prefix + ".down_proj"][j]
+    fused = params[prefix + ".gate_up_proj"][j]
+    half = fused.shape[0] // 2
+    return fused[:half] if which == "gate" else fused[half:]
+
+
+def case_v32_export_fp8(args, work):
+    try:
+        import accelerate  # noqa: F401  (transformers' FP8 loader needs it)
+    except ImportError:
+        raise Skip("accelerate is not installed (tools/requirements-torch.txt)")
+    case_v32_export(args, work, "fp8")
 
 
 def indexer_selection_check(model, inp, topk):
@@ -553,6 +615,7 @@ CASES = [
     ("v2-group-limited", case_v2_group_limited),
     ("v3-fp8-sharded", case_fp8_sharded),
     ("v32-export", case_v32_export),
+    ("v32-export-fp8", case_v32_export_fp8),
 ]
 
 
