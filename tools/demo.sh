@@ -13,6 +13,8 @@
 #    frozen, KL against the attention distribution), then sparse top-32 training
 # 9. evaluate dense vs sparse (loss, per-layer KL and recall, task accuracy), plot the
 #    curves (tools/plot_metrics.py) and write a summary
+# 10. export the DSA model as a DeepSeek-V3.2-layout checkpoint (FP8 e4m3 weights with
+#    block scales, sharded) and evaluate the export as loaded back
 set -euo pipefail
 build=${1:-build}
 dsa=$build/dsa
@@ -81,5 +83,12 @@ if [ -x "${PYENV:-.venv}/bin/python" ] && "${PYENV:-.venv}/bin/python" -c 'impor
 else
   echo "   (no .venv with matplotlib: run 'make pyenv' for the PNG plots)"
 fi
+
+step "10. export: DeepSeek-V3.2 layout, FP8 weights with 128x128 block scales, 1 MB shards"
+"$dsa" export "$out/tiny-dsa" --out "$out/tiny-dsa-v32" --dtype fp8 --shard-size 1MB --quiet
+ls "$out/tiny-dsa-v32"
+grep -E '"(model_type|index_topk|quant_method)"' "$out/tiny-dsa-v32/config.json"
+step "   held-out loss of the export as loaded back (FP8 weights dequantized): dense vs sparse"
+"$dsa" eval "$out/tiny-dsa-v32" --data "$out/heldout" --seq-len 256 --windows 32 --batch 8
 
 printf '\ndemo: done; outputs in %s\n' "$out"
