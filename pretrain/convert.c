@@ -38,16 +38,13 @@ static DsaStatus dsa_model_of(const DsaModelConfig *src, const DsaAddIndexerOpti
 
 DsaStatus dsa_convert_import(const char *src, const char *out_dir, const DsaAddIndexerOptions *add, bool progress,
                              char *written, size_t cap) {
-    char dir[1024], path[1100];
-    DSA_TRY(dsa_checkpoint_resolve(src, dir, sizeof dir));
+    char dir[1024];
     bool verified = false;
-    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
-    snprintf(path, sizeof path, "%s/config.json", dir);
     DsaModelConfig from, to;
-    DSA_TRY(dsa_model_config_load(&from, path));
+    DSA_TRY(dsa_model_open_dir(src, dir, sizeof dir, &from, &verified));
     if (add && from.has_indexer)
-        DSA_FAIL(DSA_ERR_CONFIG, "%s: the model already has a lightning indexer (index_topk = %lld); nothing to add",
-                 path, (long long)from.index_topk);
+        DSA_FAIL(DSA_ERR_CONFIG, "%s/config.json: the model already has a lightning indexer (index_topk = %lld); nothing to add",
+                 dir, (long long)from.index_topk);
     if (add) {
         DSA_TRY(dsa_model_of(&from, add, &to));
     } else {

@@ -173,22 +173,16 @@ static DsaStatus write_text(const char *dir, const char *name, const char *text)
 }
 
 DsaStatus dsa_export(const char *src, const char *out_dir, const DsaExportOptions *opts, DsaExportDType *mode_used) {
-    char dir[1024], path[1100], target[1024], tmp[1200];
-    DSA_TRY(dsa_checkpoint_resolve(src, dir, sizeof dir));
+    char dir[1024], target[1024], tmp[1200];
     bool verified = false;
-    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
-    snprintf(path, sizeof path, "%s/config.json", dir);
     DsaModelConfig cfg;
-    DSA_TRY(dsa_model_config_load(&cfg, path));
+    DSA_TRY(dsa_model_open_dir(src, dir, sizeof dir, &cfg, &verified));
     DsaExportDType mode = opts->dtype != DSA_EXPORT_AUTO ? opts->dtype
                           : cfg.has_fp8                 ? DSA_EXPORT_FP8
                                                         : DSA_EXPORT_BF16;
     if (mode_used) *mode_used = mode;
-    int64_t block[2] = {DSA_HF_DEFAULT_BLOCK, DSA_HF_DEFAULT_BLOCK};
-    if (cfg.has_fp8) {
-        block[0] = cfg.quantization_config.weight_block_size[0];
-        block[1] = cfg.quantization_config.weight_block_size[1];
-    }
+    int64_t block[2];
+    dsa_model_fp8_block(&cfg, block);
 
     /* the target without trailing slashes, and its temporary sibling */
     size_t n = strlen(out_dir);

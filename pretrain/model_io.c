@@ -166,12 +166,22 @@ DsaStatus dsa_model_config_check_same(const DsaModelConfig *a, const char *what_
 
 enum { MAX_MTP_PREFIXES = 8, MTP_PREFIX_CAP = 48 };
 
+DsaStatus dsa_model_open_dir(const char *path, char *dir, size_t cap, DsaModelConfig *cfg, bool *verified) {
+    DSA_TRY(dsa_checkpoint_resolve(path, dir, cap));
+    DSA_TRY(dsa_checkpoint_verify(dir, verified));
+    char file[DSA_CHECKPOINT_PATH_CAP + 16];
+    snprintf(file, sizeof file, "%s/config.json", dir);
+    return dsa_model_config_load(cfg, file);
+}
+
+void dsa_model_fp8_block(const DsaModelConfig *cfg, int64_t block[2]) {
+    block[0] = cfg->has_fp8 ? cfg->quantization_config.weight_block_size[0] : DSA_HF_DEFAULT_BLOCK;
+    block[1] = cfg->has_fp8 ? cfg->quantization_config.weight_block_size[1] : DSA_HF_DEFAULT_BLOCK;
+}
+
 DsaStatus dsa_model_hf_open(DsaHfReader *r, const char *dir, const DsaModelConfig *cfg) {
     DSA_TRY(dsa_hf_open(r, dir));
-    if (cfg->has_fp8) {
-        r->block[0] = cfg->quantization_config.weight_block_size[0];
-        r->block[1] = cfg->quantization_config.weight_block_size[1];
-    }
+    dsa_model_fp8_block(cfg, r->block);
     return DSA_OK;
 }
 
@@ -385,13 +395,9 @@ out:
 
 DsaStatus dsa_model_load(DsaModel *m, const char *path, const DsaBackend *be, char *dir, size_t cap) {
     memset(m, 0, sizeof *m);
-    DSA_TRY(dsa_checkpoint_resolve(path, dir, cap));
     bool verified = false;
-    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
-    char file[1100];
-    snprintf(file, sizeof file, "%s/config.json", dir);
     DsaModelConfig cfg;
-    DSA_TRY(dsa_model_config_load(&cfg, file));
+    DSA_TRY(dsa_model_open_dir(path, dir, cap, &cfg, &verified));
     DSA_TRY(dsa_model_init(m, &cfg, be));
     DsaStatus st = dsa_model_read_hf(dir, &cfg, &m->table, m->params);
     if (st != DSA_OK) {

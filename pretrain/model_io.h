@@ -47,9 +47,16 @@ DsaStatus dsa_model_config_load(DsaModelConfig *m, const char *path);
 DsaStatus dsa_model_config_check_same(const DsaModelConfig *a, const char *what_a, const DsaModelConfig *b,
                                       const char *what_b);
 
-/* Open the Hugging Face checkpoint directory `dir` (hf.h) holding the model `cfg`: the
- * FP8 block is cfg's quantization_config.weight_block_size when it has one, else
- * 128 x 128. Close with dsa_hf_close. */
+/* Resolve `path` (checkpoint dir, run dir with `latest`, or HF model dir) into `dir` (cap
+ * bytes), verify it against its manifest when it has one (*verified: false for a plain
+ * HF directory), and load the model section of its config.json into `cfg`. */
+DsaStatus dsa_model_open_dir(const char *path, char *dir, size_t cap, DsaModelConfig *cfg, bool *verified);
+
+/* The FP8 weight block of model `cfg`: quantization_config.weight_block_size when it has
+ * one, else 128 x 128 (DSA_HF_DEFAULT_BLOCK). */
+void dsa_model_fp8_block(const DsaModelConfig *cfg, int64_t block[2]);
+/* Open the Hugging Face checkpoint directory `dir` (hf.h) holding the model `cfg`, with
+ * its FP8 block (dsa_model_fp8_block). Close with dsa_hf_close. */
 DsaStatus dsa_model_hf_open(DsaHfReader *r, const char *dir, const DsaModelConfig *cfg);
 /* Check `r` against table `t` (built from `cfg`) before reading anything, so a bad
  * checkpoint fails before any work: every entry present (except the indexer's when

@@ -324,12 +324,10 @@ out:
 /* Weights only, from a checkpoint or an HF model directory, sharded or FP8 (--init). */
 static DsaStatus load_init_weights(Trainer *t, const char *from) {
     char dir[1024], path[1100];
-    DSA_TRY(dsa_checkpoint_resolve(from, dir, sizeof dir));
     bool verified = false;
-    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
-    snprintf(path, sizeof path, "%s/config.json", dir);
     DsaModelConfig saved;
-    DSA_TRY(dsa_model_config_load(&saved, path));
+    DSA_TRY(dsa_model_open_dir(from, dir, sizeof dir, &saved, &verified));
+    snprintf(path, sizeof path, "%s/config.json", dir);
     if (!saved.has_indexer && t->cfg->model.has_indexer)
         DSA_FAIL(DSA_ERR_CONFIG,
                  "%s: a dense model (no lightning indexer), and %s trains a DSA model: add the indexer first with "
