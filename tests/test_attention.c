@@ -43,24 +43,12 @@ typedef struct {
     double *q64, *k64, *v64, *g64;
 } Inputs;
 
-static double *to_f64(const float *x, int64_t n) {
-    double *y = malloc(sizeof(double) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i];
-    return y;
-}
-
-static float *randn(int64_t n, uint64_t seed, double scale) {
-    float *x = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(scale * dsa_rng_normal_at(seed, 0, (uint64_t)i));
-    return x;
-}
-
 static Inputs inputs_make(Shape s, uint64_t seed, double qk_std) {
     Inputs in = {.s = s};
-    in.q = randn(nq_(&s), seed, qk_std), in.k = randn(nq_(&s), seed + 1, qk_std);
-    in.v = randn(nv_(&s), seed + 2, 1), in.g = randn(nv_(&s), seed + 3, 1);
-    in.q64 = to_f64(in.q, nq_(&s)), in.k64 = to_f64(in.k, nq_(&s));
-    in.v64 = to_f64(in.v, nv_(&s)), in.g64 = to_f64(in.g, nv_(&s));
+    in.q = test_randn(nq_(&s), seed, qk_std), in.k = test_randn(nq_(&s), seed + 1, qk_std);
+    in.v = test_randn(nv_(&s), seed + 2, 1), in.g = test_randn(nv_(&s), seed + 3, 1);
+    in.q64 = test_to_f64(in.q, nq_(&s)), in.k64 = test_to_f64(in.k, nq_(&s));
+    in.v64 = test_to_f64(in.v, nv_(&s)), in.g64 = test_to_f64(in.g, nv_(&s));
     return in;
 }
 

@@ -33,24 +33,6 @@
 /* ------------------------------------------------------------------------------------ */
 /* helpers                                                                               */
 
-static float *falloc(int64_t n) {
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
-static double *dalloc(int64_t n) {
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    assert_non_null(p);
-    return p;
-}
-
-static double *to_f64(const float *x, int64_t n) {
-    double *y = dalloc(n);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i];
-    return y;
-}
-
 static float uniform(DsaRng *r, float lo, float hi) { return lo + (hi - lo) * (float)dsa_rng_uniform(r); }
 
 /* A scalar against its fp64 reference: |got − want| ≤ rel · |want| + abs_floor. */
@@ -133,7 +115,7 @@ static void ref_kl(RefOut *o, const RefIdx *ri, const RefTarget *tg, const int32
                    const int32_t *mass_idx, int64_t mass_k, double g) {
     const int64_t L = ri->L, N = ri->batch * L, HI = ri->HI, dI = ri->dI, H = tg->H;
     int64_t *U = malloc(sizeof(int64_t) * (size_t)L);
-    double *a = dalloc(H * L), *I = dalloc(L), *p = dalloc(L), *u = dalloc(L * HI);
+    double *a = test_dalloc(H * L), *I = test_dalloc(L), *p = test_dalloc(L), *u = test_dalloc(L * HI);
     for (int64_t n = 0; n < N; n++) {
         const int64_t b = n / L, t = n % L;
         int64_t m = 0;
@@ -182,7 +164,7 @@ static void ref_kl(RefOut *o, const RefIdx *ri, const RefTarget *tg, const int32
 /* lse [batch, H, L] in fp64 (rounded to fp32) over {0 … t} (sel NULL) or over the valid
  * entries of sel[n, :K] (−∞ for a row without keys). */
 static void ref_target_lse(float *lse, const RefTarget *tg, int64_t batch, int64_t L, const int32_t *sel, int64_t K) {
-    double *x = dalloc(L > K ? L : K);
+    double *x = test_dalloc(L > K ? L : K);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t h = 0; h < tg->H; h++)
             for (int64_t t = 0; t < L; t++) {
@@ -217,7 +199,7 @@ static ActsCase acts_case(int64_t batch, int64_t L, int64_t HI, int64_t dI, int6
     c.sh = (DsaIndexerShape){.batch = batch, .seq_len = L, .heads = HI, .head_dim = dI, .rope_dim = dI / 2,
                              .q_in = 8, .x_in = 8, .topk = K, .fp8 = false,
                              .scale = 1.0f / sqrtf((float)(HI * dI)), .eps = 1e-6f};
-    c.buf = falloc(dsa_indexer_acts_floats(&c.sh));
+    c.buf = test_falloc(dsa_indexer_acts_floats(&c.sh));
     dsa_indexer_acts_carve(&c.a, c.buf, &c.sh);
     const int64_t N = batch * L;
     DsaRng r = dsa_rng_init(seed, 1);
@@ -226,7 +208,7 @@ static ActsCase acts_case(int64_t batch, int64_t L, int64_t HI, int64_t dI, int6
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < HI; j++)
             c.a.w[n * HI + j] = n % 5 == 3 ? uniform(&r, -2, -0.1f) : uniform(&r, -1, 2);
-    c.q = to_f64(c.a.q, N * HI * dI), c.k = to_f64(c.a.k, N * dI), c.w = to_f64(c.a.w, N * HI);
+    c.q = test_to_f64(c.a.q, N * HI * dI), c.k = test_to_f64(c.a.k, N * dI), c.w = test_to_f64(c.a.w, N * HI);
     c.ri = (RefIdx){.q = c.q, .k = c.k, .w = c.w, .batch = batch, .L = L, .HI = HI, .dI = dI, .c = c.sh.scale};
     return c;
 }
@@ -242,7 +224,7 @@ typedef struct {
 static TargetCase target_case(int64_t batch, int64_t L, int64_t H, int64_t d, bool mqa, uint64_t seed) {
     TargetCase c;
     const int64_t N = batch * L;
-    c.q = falloc(N * H * d), c.k = falloc(mqa ? N * d : N * H * d), c.lse = falloc(batch * H * L);
+    c.q = test_falloc(N * H * d), c.k = test_falloc(mqa ? N * d : N * H * d), c.lse = test_falloc(batch * H * L);
     DsaRng r = dsa_rng_init(seed, 2);
     for (int64_t i = 0; i < N * H * d; i++) c.q[i] = uniform(&r, -2, 2);
     for (int64_t i = 0; i < (mqa ? N * d : N * H * d); i++) c.k[i] = uniform(&r, -2, 2);
@@ -295,7 +277,7 @@ static int32_t *random_selection(int64_t batch, int64_t L, int64_t K, uint64_t s
 /* The scores of a selection from the fp64 reference I (rounded to fp32), −∞ at −1. */
 static float *selection_scores(const ActsCase *c, const int32_t *idx, int64_t K) {
     const int64_t L = c->sh.seq_len, N = c->sh.batch * L;
-    float *sc = falloc(N * K);
+    float *sc = test_falloc(N * K);
     double u[64];
     assert_true(c->sh.heads <= 64);
     for (int64_t n = 0; n < N; n++)
@@ -315,16 +297,16 @@ static void check_dense(int64_t L, uint64_t seed) {
     TargetCase tc = target_case(B, L, H, dqk, false, seed + 1);
     ref_target_lse(tc.lse, &tc.rt, B, L, NULL, 0);
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(N * K));
-    float *isc = falloc(N * K);
+    float *isc = test_falloc(N * K);
     assert_ok(dsa_indexer_topk(idx, isc, &c.a, &c.sh));
     const float g = 0.37f;
-    float *dq = falloc(N * HI * dI), *dk = falloc(N * dI), *dw = falloc(N * HI);
+    float *dq = test_falloc(N * HI * dI), *dk = test_falloc(N * dI), *dw = test_falloc(N * HI);
     for (int64_t i = 0; i < N * dI; i++) dk[i] = NAN; /* overwritten, not accumulated */
     DsaIndexerLoss out = {0};
     const DsaDenseTarget tg = dense_target(&tc);
     assert_ok(dsa_indexer_kl_dense(&out, dq, dk, dw, &c.a, &c.sh, &tg, idx, isc, g));
 
-    RefOut ref = {.dq = dalloc(N * HI * dI), .dk = dalloc(N * dI), .dw = dalloc(N * HI)};
+    RefOut ref = {.dq = test_dalloc(N * HI * dI), .dk = test_dalloc(N * dI), .dw = test_dalloc(N * HI)};
     ref_kl(&ref, &c.ri, &tc.rt, NULL, 0, idx, K, g);
     double sel_want = 0;
     for (int64_t n = 0; n < N; n++) sel_want += (double)(n % L + 1 < K ? n % L + 1 : K);
@@ -501,34 +483,34 @@ static FullCase full_case(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_
                              .eps = 1e-6f};
     const int64_t N = 2 * L;
     DsaRng r = dsa_rng_init(seed, 5);
-    c.x = falloc(N * c.sh.x_in), c.cq = falloc(N * c.sh.q_in);
+    c.x = test_falloc(N * c.sh.x_in), c.cq = test_falloc(N * c.sh.q_in);
     for (int64_t i = 0; i < N * c.sh.x_in; i++) c.x[i] = (float)dsa_rng_normal(&r);
     for (int64_t i = 0; i < N * c.sh.q_in; i++) c.cq[i] = (float)dsa_rng_normal(&r);
     c.wn[0] = HI * dI * c.sh.q_in, c.wn[1] = dI * c.sh.x_in, c.wn[2] = dI, c.wn[3] = dI, c.wn[4] = HI * c.sh.x_in;
     for (int w = 0; w < NW; w++) {
-        c.wt[w] = falloc(c.wn[w]);
+        c.wt[w] = test_falloc(c.wn[w]);
         double ss = 0;
         for (int64_t i = 0; i < c.wn[w]; i++) {
             c.wt[w][i] = (float)((w == 2 ? 1.0 : 0.0) + 0.3 * dsa_rng_normal(&r)); /* γ around 1 */
             ss += (double)c.wt[w][i] * c.wt[w][i];
         }
-        c.wd[w] = to_f64(c.wt[w], c.wn[w]);
+        c.wd[w] = test_to_f64(c.wt[w], c.wn[w]);
         c.wscale[w] = sqrt(ss / (double)c.wn[w]);
     }
     float freq[128];
     assert_true(dr / 2 <= 128);
     dsa_rope_frequencies(freq, dr, 10000.0, "", 1.0, 0, 0, 0);
-    c.cos = falloc(L * dr / 2), c.sin = falloc(L * dr / 2);
+    c.cos = test_falloc(L * dr / 2), c.sin = test_falloc(L * dr / 2);
     dsa_rope_tables(c.cos, c.sin, freq, L, dr);
-    c.xd = to_f64(c.x, N * c.sh.x_in), c.cqd = to_f64(c.cq, N * c.sh.q_in);
-    c.hm = dalloc(dI * dI);
+    c.xd = test_to_f64(c.x, N * c.sh.x_in), c.cqd = test_to_f64(c.cq, N * c.sh.q_in);
+    c.hm = test_dalloc(dI * dI);
     for (int64_t i = 0; i < dI; i++)
         for (int64_t j = 0; j < dI; j++)
             c.hm[i * dI + j] = (__builtin_popcountll((unsigned long long)(i & j)) & 1 ? -1.0 : 1.0) / sqrt((double)dI);
     c.tc = target_case(2, L, 2, 8, false, seed + 7);
     ref_target_lse(c.tc.lse, &c.tc.rt, 2, L, NULL, 0);
-    c.rq = dalloc(N * HI * dI), c.rk = dalloc(N * dI), c.rkn = dalloc(N * dI);
-    c.rrstd = dalloc(N), c.rw = dalloc(N * HI);
+    c.rq = test_dalloc(N * HI * dI), c.rk = test_dalloc(N * dI), c.rkn = test_dalloc(N * dI);
+    c.rrstd = test_dalloc(N), c.rw = test_dalloc(N * HI);
     return c;
 }
 
@@ -565,7 +547,7 @@ static void impl_grads(const FullCase *c, float **g, float *actbuf) {
     dsa_indexer_acts_carve(&a, actbuf, sh);
     const DsaIndexerWeights W = weights_of(c->wt);
     dsa_indexer_forward(&a, c->x, c->cq, &W, sh, c->cos, c->sin, dsa_backend_cpu());
-    float *dq = falloc(N * sh->heads * sh->head_dim), *dk = falloc(N * sh->head_dim), *dw = falloc(N * sh->heads);
+    float *dq = test_falloc(N * sh->heads * sh->head_dim), *dk = test_falloc(N * sh->head_dim), *dw = test_falloc(N * sh->heads);
     DsaIndexerLoss out = {0};
     const DsaDenseTarget tg = dense_target(&c->tc);
     assert_ok(dsa_indexer_kl_dense(&out, dq, dk, dw, &a, sh, &tg, NULL, NULL, 1.0f / (float)N));
@@ -640,21 +622,21 @@ static void check_backward_chain(FullCase *c, bool fp8) {
     DsaIndexerShape sh = c->sh;
     sh.fp8 = fp8;
     const int64_t N = sh.batch * sh.seq_len, HI = sh.heads, dI = sh.head_dim;
-    float *actbuf = falloc(dsa_indexer_acts_floats(&sh));
+    float *actbuf = test_falloc(dsa_indexer_acts_floats(&sh));
     DsaIndexerActs a;
     dsa_indexer_acts_carve(&a, actbuf, &sh);
     const DsaIndexerWeights W = weights_of(c->wt);
     dsa_indexer_forward(&a, c->x, c->cq, &W, &sh, c->cos, c->sin, dsa_backend_cpu());
     ref_forward(c, c->wd);
     DsaRng r = dsa_rng_init(99 + fp8, 6);
-    float *dq0 = falloc(N * HI * dI), *dk0 = falloc(N * dI), *dw = falloc(N * HI);
-    float *dq = falloc(N * HI * dI), *dk = falloc(N * dI);
+    float *dq0 = test_falloc(N * HI * dI), *dk0 = test_falloc(N * dI), *dw = test_falloc(N * HI);
+    float *dq = test_falloc(N * HI * dI), *dk = test_falloc(N * dI);
     for (int64_t i = 0; i < N * HI * dI; i++) dq0[i] = (float)dsa_rng_normal(&r);
     for (int64_t i = 0; i < N * dI; i++) dk0[i] = (float)dsa_rng_normal(&r);
     for (int64_t i = 0; i < N * HI; i++) dw[i] = (float)dsa_rng_normal(&r);
     float *g[NW];
     double *want[NW];
-    for (int w = 0; w < NW; w++) g[w] = falloc(c->wn[w]), want[w] = dalloc(c->wn[w]);
+    for (int w = 0; w < NW; w++) g[w] = test_falloc(c->wn[w]), want[w] = test_dalloc(c->wn[w]);
     memcpy(dq, dq0, sizeof(float) * (size_t)(N * HI * dI));
     memcpy(dk, dk0, sizeof(float) * (size_t)(N * dI));
     DsaIndexerGrads G = {.wq_b = g[0], .wk = g[1], .k_norm_weight = g[2], .k_norm_bias = g[3], .weights_proj = g[4]};
@@ -672,7 +654,7 @@ static void check_backward_chain(FullCase *c, bool fp8) {
     /* again, accumulating into the first result, with wk and k_norm.bias not wanted */
     float *first[NW];
     for (int w = 0; w < NW; w++) {
-        first[w] = falloc(c->wn[w]);
+        first[w] = test_falloc(c->wn[w]);
         memcpy(first[w], g[w], sizeof(float) * (size_t)c->wn[w]);
     }
     memcpy(dq, dq0, sizeof(float) * (size_t)(N * HI * dI));
@@ -697,9 +679,9 @@ static void check_backward_chain(FullCase *c, bool fp8) {
 static void check_full_fd(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_t seed) {
     FullCase c = full_case(L, HI, dI, dr, seed);
     const DsaIndexerShape *sh = &c.sh;
-    float *actbuf = falloc(dsa_indexer_acts_floats(sh));
+    float *actbuf = test_falloc(dsa_indexer_acts_floats(sh));
     float *g[NW];
-    for (int w = 0; w < NW; w++) g[w] = falloc(c.wn[w]);
+    for (int w = 0; w < NW; w++) g[w] = test_falloc(c.wn[w]);
     impl_grads(&c, g, actbuf);
     {
         DsaIndexerActs a;
@@ -715,7 +697,7 @@ static void check_full_fd(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_
     /* (a) fp64 reference loss: every entry of the small tensors, h = 1e-5 · RMS */
     char what[128];
     for (int w = 1; w < NW; w++) {
-        double *fd = dalloc(c.wn[w]);
+        double *fd = test_dalloc(c.wn[w]);
         const double h = 1e-5 * c.wscale[w];
         for (int64_t i = 0; i < c.wn[w]; i++) {
             const double keep = c.wd[w][i];
@@ -745,7 +727,7 @@ static void check_full_fd(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_
     DsaRng r = dsa_rng_init(seed, 8);
     for (int w = 0; w < NW; w++)
         for (int dir = 0; dir < 2; dir++) {
-            double *v = dalloc(c.wn[w]), analytic = 0, gnorm = 0;
+            double *v = test_dalloc(c.wn[w]), analytic = 0, gnorm = 0;
             for (int64_t i = 0; i < c.wn[w]; i++) {
                 v[i] = dsa_rng_normal(&r);
                 analytic += v[i] * g[w][i], gnorm += (double)g[w][i] * g[w][i];
@@ -754,7 +736,7 @@ static void check_full_fd(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_
             double fd64, fd32;
             {
                 const double h = 1e-5 * c.wscale[w];
-                double *save = to_f64(c.wt[w], c.wn[w]);
+                double *save = test_to_f64(c.wt[w], c.wn[w]);
                 for (int64_t i = 0; i < c.wn[w]; i++) c.wd[w][i] = save[i] + h * v[i];
                 const double up = ref_full_loss(&c, c.wd);
                 for (int64_t i = 0; i < c.wn[w]; i++) c.wd[w][i] = save[i] - h * v[i];
@@ -765,7 +747,7 @@ static void check_full_fd(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_
             }
             {
                 const double h = 1e-3 * c.wscale[w];
-                float *pert = falloc(c.wn[w]);
+                float *pert = test_falloc(c.wn[w]);
                 wp[w] = pert;
                 for (int64_t i = 0; i < c.wn[w]; i++) pert[i] = (float)(c.wt[w][i] + h * v[i]);
                 const double up = impl_loss(&c, wp, actbuf);
@@ -810,12 +792,12 @@ static void check_sparse(int64_t L, uint64_t seed) {
     ref_target_lse(tc.lse, &tc.rt, B, L, idx, K);
     float *isc = selection_scores(&c, idx, K);
     const float g = -0.61f;
-    float *dq = falloc(N * HI * dI), *dk = falloc(N * dI), *dw = falloc(N * HI);
+    float *dq = test_falloc(N * HI * dI), *dk = test_falloc(N * dI), *dw = test_falloc(N * HI);
     for (int64_t i = 0; i < N * HI; i++) dw[i] = NAN; /* overwritten, not accumulated */
     DsaIndexerLoss out = {0};
     const DsaSparseTarget tg = sparse_target(&tc);
     assert_ok(dsa_indexer_kl_sparse(&out, dq, dk, dw, &c.a, &c.sh, &tg, idx, isc, g));
-    RefOut ref = {.dq = dalloc(N * HI * dI), .dk = dalloc(N * dI), .dw = dalloc(N * HI)};
+    RefOut ref = {.dq = test_dalloc(N * HI * dI), .dk = test_dalloc(N * dI), .dw = test_dalloc(N * HI)};
     ref_kl(&ref, &c.ri, &tc.rt, idx, K, NULL, 0, g);
     char what[160];
     snprintf(what, sizeof what, "sparse KL sum, L %lld", (long long)L);
@@ -854,7 +836,7 @@ static void test_kl_sparse(void **state) {
 /* MQA target (Q, kv) and the MHA target with k_h = kv for every head: equal logits. */
 static float *expand_kv(const TargetCase *mqa, int64_t N) {
     const int64_t H = mqa->rt.H, d = mqa->rt.d;
-    float *k = falloc(N * H * d);
+    float *k = test_falloc(N * H * d);
     for (int64_t n = 0; n < N; n++)
         for (int64_t h = 0; h < H; h++) memcpy(k + (n * H + h) * d, mqa->k + n * d, sizeof(float) * (size_t)d);
     return k;
@@ -866,7 +848,7 @@ static void check_sparse_equals_dense(int64_t L, int64_t K, uint64_t seed) {
     TargetCase tc = target_case(B, L, H, dm, true, seed + 1);
     ref_target_lse(tc.lse, &tc.rt, B, L, NULL, 0); /* dense lse = lse over S_t = {0 … t} */
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(N * K));
-    float *isc = falloc(N * K);
+    float *isc = test_falloc(N * K);
     assert_ok(dsa_indexer_topk(idx, isc, &c.a, &c.sh));
     for (int64_t n = 0; n < N; n++) { /* every causal key selected once */
         int64_t count = 0;
@@ -881,7 +863,7 @@ static void check_sparse_equals_dense(int64_t L, int64_t K, uint64_t seed) {
     float *dq[2], *dk[2], *dw[2];
     DsaIndexerLoss out[2];
     memset(out, 0, sizeof out);
-    for (int r = 0; r < 2; r++) dq[r] = falloc(N * HI * dI), dk[r] = falloc(N * dI), dw[r] = falloc(N * HI);
+    for (int r = 0; r < 2; r++) dq[r] = test_falloc(N * HI * dI), dk[r] = test_falloc(N * dI), dw[r] = test_falloc(N * HI);
     assert_ok(dsa_indexer_kl_dense(&out[0], dq[0], dk[0], dw[0], &c.a, &c.sh, &dt, NULL, NULL, g));
     assert_ok(dsa_indexer_kl_sparse(&out[1], dq[1], dk[1], dw[1], &c.a, &c.sh, &st, idx, isc, g));
     char what[128];
@@ -890,7 +872,7 @@ static void check_sparse_equals_dense(int64_t L, int64_t K, uint64_t seed) {
     double sel = 0;
     for (int64_t n = 0; n < N; n++) sel += (double)(n % L + 1);
     assert_true(out[1].selected_sum == sel);
-    double *want = dalloc(N * HI * dI);
+    double *want = test_dalloc(N * HI * dI);
     float *const got[3] = {dq[1], dk[1], dw[1]};
     const float *ref[3] = {dq[0], dk[0], dw[0]};
     const int64_t cnt[3] = {N * HI * dI, N * dI, N * HI};
@@ -956,7 +938,7 @@ static void test_sparse_recall(void **state) {
     ref_target_lse(tc.lse, &tc.rt, B, L, NULL, 0);
     const DsaDenseTarget dt = {
         .q = tc.q, .k = kmha, .lse = tc.lse, .heads = H, .qk_dim = dm, .scale = (float)tc.rt.tau};
-    float *isc = falloc(N * K);
+    float *isc = test_falloc(N * K);
     assert_ok(dsa_indexer_topk(idx, isc, &c.a, &c.sh));
     DsaIndexerLoss dense = {0};
     assert_ok(dsa_indexer_kl_dense(&dense, NULL, NULL, NULL, &c.a, &c.sh, &dt, idx, isc, 0.0f));
@@ -987,10 +969,10 @@ static void test_threads(void **state) {
     float *isc[2];
     for (int r = 0; r < 2; r++) {
         set_threads(r == 0 ? 1 : 3);
-        idx[r] = malloc(sizeof(int32_t) * (size_t)(N * K)), isc[r] = falloc(N * K);
+        idx[r] = malloc(sizeof(int32_t) * (size_t)(N * K)), isc[r] = test_falloc(N * K);
         assert_ok(dsa_indexer_topk(idx[r], isc[r], &c.a, &c.sh));
         for (int m = 0; m < 2; m++) {
-            buf[r][3 * m] = falloc(N * HI * dI), buf[r][3 * m + 1] = falloc(N * dI), buf[r][3 * m + 2] = falloc(N * HI);
+            buf[r][3 * m] = test_falloc(N * HI * dI), buf[r][3 * m + 1] = test_falloc(N * dI), buf[r][3 * m + 2] = test_falloc(N * HI);
             memset(&out[r][m], 0, sizeof out[r][m]);
         }
         assert_ok(dsa_indexer_kl_dense(&out[r][0], buf[r][0], buf[r][1], buf[r][2], &c.a, &c.sh, &dt, idx[r], isc[r],

@@ -29,18 +29,6 @@
 #include "pretrain/trainer.h"
 #include "test_util.h"
 
-static float *falloc(int64_t n) {
-    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
-static double *dalloc(int64_t n) {
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    assert_non_null(p);
-    return p;
-}
-
 static double rnd(uint64_t seed, uint64_t stream, uint64_t i) { return dsa_rng_normal_at(seed, stream, i); }
 
 /* ---- reference routing (full sorts, written independently of moe.c) ------------------ */
@@ -144,12 +132,12 @@ static void tie_logits(float *lg, const DsaMoeShape *s, uint64_t seed) {
 
 static void check_routing(const DsaMoeShape *s, const float *bias, uint64_t seed) {
     const int64_t N = s->tokens, E = s->experts, K = s->topk;
-    float *lg = falloc(N * E), *sc = falloc(N * E), *w = falloc(N * K);
+    float *lg = test_falloc(N * E), *sc = test_falloc(N * E), *w = test_falloc(N * K);
     int32_t *sel = calloc((size_t)(N * K), sizeof *sel);
     tie_logits(lg, s, seed);
     dsa_moe_route(sel, w, sc, lg, bias, s);
-    double *dl = dalloc(E), *ds = dalloc(E), *ch = dalloc(E), *ws = dalloc(K), *want_w = dalloc(N * K);
-    double *want_s = dalloc(N * E);
+    double *dl = test_dalloc(E), *ds = test_dalloc(E), *ch = test_dalloc(E), *ws = test_dalloc(K), *want_w = test_dalloc(N * K);
+    double *want_s = test_dalloc(N * E);
     int *rs = malloc(sizeof(int) * (size_t)K);
     for (int64_t n = 0; n < N; n++) {
         for (int64_t e = 0; e < E; e++) dl[e] = lg[n * E + e];
@@ -234,13 +222,13 @@ static void test_route_group_rule(void **state) {
  * with the selection held. */
 static void check_route_backward(const DsaMoeShape *s, uint64_t seed) {
     const int64_t N = s->tokens, E = s->experts, K = s->topk;
-    float *lg = falloc(N * E), *sc = falloc(N * E), *w = falloc(N * K), *dw = falloc(N * K), *dl = falloc(N * E);
+    float *lg = test_falloc(N * E), *sc = test_falloc(N * E), *w = test_falloc(N * K), *dw = test_falloc(N * K), *dl = test_falloc(N * E);
     int32_t *sel = calloc((size_t)(N * K), sizeof *sel);
     for (int64_t i = 0; i < N * E; i++) lg[i] = (float)rnd(seed, 1, (uint64_t)i);
     for (int64_t i = 0; i < N * K; i++) dw[i] = (float)rnd(seed, 2, (uint64_t)i);
     dsa_moe_route(sel, w, sc, lg, NULL, s);
     dsa_moe_route_backward(dl, dw, sel, sc, s);
-    double *want = dalloc(N * E), *l = dalloc(E), *p = dalloc(E), *wk = dalloc(K);
+    double *want = test_dalloc(N * E), *l = test_dalloc(E), *p = test_dalloc(E), *wk = test_dalloc(K);
     int *se = malloc(sizeof(int) * (size_t)K);
     const double h = 1e-6;
     for (int64_t n = 0; n < N; n++) {
@@ -300,10 +288,10 @@ static Layer layer_new(DsaMoeShape s, uint64_t seed) {
     c.o_su = o, o += Is * D;
     c.o_sd = o, o += D * Is;
     c.np = o;
-    c.P = falloc(o), c.G = falloc(o);
+    c.P = test_falloc(o), c.G = test_falloc(o);
     for (int64_t i = 0; i < o; i++) c.P[i] = (float)(0.4 * rnd(seed, 0, (uint64_t)i));
     for (int64_t e = 0; e < E; e++) c.P[c.o_bias + e] = (float)(0.05 * rnd(seed, 5, (uint64_t)e));
-    c.x = falloc(N * D), c.R = falloc(N * D), c.out = falloc(N * D), c.dx = falloc(N * D);
+    c.x = test_falloc(N * D), c.R = test_falloc(N * D), c.out = test_falloc(N * D), c.dx = test_falloc(N * D);
     for (int64_t i = 0; i < N * D; i++) c.x[i] = (float)rnd(seed, 1, (uint64_t)i), c.R[i] = (float)rnd(seed, 2, (uint64_t)i);
     c.wg = calloc((size_t)E, sizeof *c.wg), c.wu = calloc((size_t)E, sizeof *c.wu), c.wd = calloc((size_t)E, sizeof *c.wd);
     c.gg = calloc((size_t)E, sizeof *c.gg), c.gu = calloc((size_t)E, sizeof *c.gu), c.gd = calloc((size_t)E, sizeof *c.gd);
@@ -312,8 +300,8 @@ static Layer layer_new(DsaMoeShape s, uint64_t seed) {
         c.wu[e] = c.P + c.o_up + e * I * D, c.gu[e] = c.G + c.o_up + e * I * D;
         c.wd[e] = c.P + c.o_down + e * D * I, c.gd[e] = c.G + c.o_down + e * D * I;
     }
-    c.abuf = falloc(dsa_moe_acts_floats(&c.s));
-    c.sbuf = falloc(dsa_moe_scratch_floats(&c.s));
+    c.abuf = test_falloc(dsa_moe_acts_floats(&c.s));
+    c.sbuf = test_falloc(dsa_moe_scratch_floats(&c.s));
     dsa_moe_acts_carve(&c.a, c.abuf, &c.s);
     dsa_moe_scratch_carve(&c.sc, c.sbuf, &c.s);
     return c;
@@ -350,8 +338,8 @@ static double silu(double v) { return v / (1 + exp(-v)); }
 static double ref_layer(const Layer *c, const double *P, const double *x, int *sel, double *out) {
     const DsaMoeShape *s = &c->s;
     const int64_t N = s->tokens, D = s->dim, E = s->experts, K = s->topk, I = s->inter, Is = s->shared_inter;
-    double *lg = dalloc(E), *sc = dalloc(E), *ch = dalloc(E), *w = dalloc(K), *h = dalloc(I > Is ? I : Is);
-    double *o = dalloc(D), loss = 0;
+    double *lg = test_dalloc(E), *sc = test_dalloc(E), *ch = test_dalloc(E), *w = test_dalloc(K), *h = test_dalloc(I > Is ? I : Is);
+    double *o = test_dalloc(D), loss = 0;
     for (int64_t n = 0; n < N; n++) {
         const double *xn = x + n * D;
         for (int64_t e = 0; e < E; e++) {
@@ -397,7 +385,7 @@ static void check_layer(DsaMoeShape s, uint64_t seed) {
     Layer c = layer_new(s, seed);
     layer_run(&c);
     const int64_t N = s.tokens, D = s.dim, K = s.topk;
-    double *P = dalloc(c.np), *x = dalloc(N * D), *want = dalloc(N * D);
+    double *P = test_dalloc(c.np), *x = test_dalloc(N * D), *want = test_dalloc(N * D);
     for (int64_t i = 0; i < c.np; i++) P[i] = c.P[i];
     for (int64_t i = 0; i < N * D; i++) x[i] = c.x[i];
     int *sel0 = malloc(sizeof(int) * (size_t)(N * K)), *sel1 = malloc(sizeof(int) * (size_t)(N * K));
@@ -409,7 +397,7 @@ static void check_layer(DsaMoeShape s, uint64_t seed) {
     /* central differences: every parameter but the (frozen) bias, and every input */
     const double h = 1e-4;
     int64_t skipped = 0, checked = 0;
-    double *fd = dalloc(c.np + N * D);
+    double *fd = test_dalloc(c.np + N * D);
     for (int64_t j = 0; j < c.np + N * D; j++) {
         if (j >= c.o_bias && j < c.o_bias + s.experts) continue;
         double *v = j < c.np ? &P[j] : &x[j - c.np];
@@ -779,7 +767,7 @@ static void test_frozen_bias_trainer(void **state) {
     DsaTrainResult res;
     assert_ok(dsa_train(cfg, &opts, &res));
     assert_int_equal(res.steps_done, 3);
-    float *after = falloc(m.table.total);
+    float *after = test_falloc(m.table.total);
     snprintf(path, sizeof path, "%s/model.safetensors", res.last_checkpoint);
     assert_ok(dsa_model_read_tensors(path, &m.table, "", after, false));
     assert_memory_equal(after + b->offset, m.params + b->offset, sizeof(float) * (size_t)b->numel);

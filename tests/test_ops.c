@@ -30,24 +30,6 @@ static void fill(float *x, int64_t n, uint64_t seed, double scale) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)(scale * dsa_rng_normal_at(seed, 1, (uint64_t)i));
 }
 
-static float *fmalloc(int64_t n) {
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    assert_non_null(p);
-    return p;
-}
-
-static double *dmalloc(int64_t n) {
-    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
-    assert_non_null(p);
-    return p;
-}
-
-static double *widen(const float *x, int64_t n) {
-    double *d = dmalloc(n);
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
 /* Worst |got − want| relative to max |want| (NaN → inf): the quantity test_expect_close
  * checks, for tests that need a check to FAIL. */
 static double rel_error(const float *got, const double *want, int64_t n) {
@@ -67,7 +49,7 @@ typedef void (*Fwd64)(double *y, const double *x, const void *ctx);
 static void finite_diff(double *grad, Fwd64 f, const void *ctx, const double *x0, int64_t nx, const double *r,
                         int64_t ny) {
     const double h = 1.0 / FD_STEP_INV;
-    double *x = dmalloc(nx), *y = dmalloc(ny);
+    double *x = test_dalloc(nx), *y = test_dalloc(ny);
     memcpy(x, x0, sizeof(double) * (size_t)nx);
     for (int64_t i = 0; i < nx; i++) {
         double l[2];
@@ -115,12 +97,12 @@ static void lin_wrt_w(double *y, const double *w, const void *c) {
 }
 
 static void check_linear(int64_t n, int64_t in, int64_t out, uint64_t seed) {
-    float *x = fmalloc(n * in), *w = fmalloc(out * in), *y = fmalloc(n * out), *dy = fmalloc(n * out);
-    float *dx = fmalloc(n * in), *dw = fmalloc(out * in), *dx2 = fmalloc(n * in), *dw2 = fmalloc(out * in);
+    float *x = test_falloc(n * in), *w = test_falloc(out * in), *y = test_falloc(n * out), *dy = test_falloc(n * out);
+    float *dx = test_falloc(n * in), *dw = test_falloc(out * in), *dx2 = test_falloc(n * in), *dw2 = test_falloc(out * in);
     fill(x, n * in, seed, 1), fill(w, out * in, seed + 1, 1), fill(dy, n * out, seed + 2, 1);
     dsa_cpu_linear_forward(y, x, w, n, in, out);
-    double *xd = widen(x, n * in), *wd = widen(w, out * in), *rd = widen(dy, n * out), *yd = dmalloc(n * out);
-    double *gx = dmalloc(n * in), *gw = dmalloc(out * in);
+    double *xd = test_to_f64(x, n * in), *wd = test_to_f64(w, out * in), *rd = test_to_f64(dy, n * out), *yd = test_dalloc(n * out);
+    double *gx = test_dalloc(n * in), *gw = test_dalloc(out * in);
     lin64(yd, xd, wd, n, in, out);
     test_expect_close("linear forward", y, yd, n * out, 1e-6);
 
@@ -180,7 +162,7 @@ static void test_embedding(void **state) {
     for (int i = 0; i < N; i++) assert_memory_equal(out + i * D, table + ids[i] * D, sizeof(float) * D);
     for (int i = 0; i < V * D; i++) dtable[i] = -0.5f; /* accumulates */
     dsa_cpu_embedding_backward(dtable, dout, ids, N, D);
-    double *td = widen(table, V * D), *rd = widen(dout, N * D), g[V * D];
+    double *td = test_to_f64(table, V * D), *rd = test_to_f64(dout, N * D), g[V * D];
     EmbCtx c = {ids, N, D};
     finite_diff(g, emb64, &c, td, V * D, rd, N * D);
     for (int i = 0; i < V * D; i++) g[i] -= 0.5;
@@ -196,7 +178,7 @@ static void test_embedding(void **state) {
     /* Above the parallel threshold, odd width, few distinct ids (many collisions):
      * bit-equal for 1 and 2 threads, and in token order (a serial fp32 sum). */
     const int64_t n = 1000, dim = 131, vocab = 5;
-    float *big = fmalloc(n * dim), *t1 = fmalloc(vocab * dim), *t2 = fmalloc(vocab * dim), *ts = fmalloc(vocab * dim);
+    float *big = test_falloc(n * dim), *t1 = test_falloc(vocab * dim), *t2 = test_falloc(vocab * dim), *ts = test_falloc(vocab * dim);
     int32_t *bid = malloc(sizeof(int32_t) * n);
     fill(big, n * dim, 42, 1);
     for (int64_t i = 0; i < n; i++) bid[i] = (int32_t)((i * 7 + i / 3) % vocab);
@@ -238,12 +220,12 @@ static void rms_wrt_w(double *y, const double *w, const void *c) {
 }
 
 static void check_rmsnorm_fd(int64_t n, int64_t dim, uint64_t seed) {
-    float *x = fmalloc(n * dim), *w = fmalloc(dim), *y = fmalloc(n * dim), *rstd = fmalloc(n), *dy = fmalloc(n * dim);
-    float *dx = fmalloc(n * dim), *dx2 = fmalloc(n * dim), *dw = fmalloc(dim);
+    float *x = test_falloc(n * dim), *w = test_falloc(dim), *y = test_falloc(n * dim), *rstd = test_falloc(n), *dy = test_falloc(n * dim);
+    float *dx = test_falloc(n * dim), *dx2 = test_falloc(n * dim), *dw = test_falloc(dim);
     fill(x, n * dim, seed, 2), fill(w, dim, seed + 1, 1), fill(dy, n * dim, seed + 2, 1);
     dsa_cpu_rmsnorm_forward(y, rstd, x, w, n, dim, 1e-6f);
-    double *xd = widen(x, n * dim), *wd = widen(w, dim), *rd = widen(dy, n * dim), *yd = dmalloc(n * dim);
-    double *gx = dmalloc(n * dim), *gw = dmalloc(dim), *rs = dmalloc(n);
+    double *xd = test_to_f64(x, n * dim), *wd = test_to_f64(w, dim), *rd = test_to_f64(dy, n * dim), *yd = test_dalloc(n * dim);
+    double *gx = test_dalloc(n * dim), *gw = test_dalloc(dim), *rs = test_dalloc(n);
     rms64(yd, xd, wd, n, dim);
     test_expect_close("rmsnorm forward", y, yd, n * dim, 1e-6);
     for (int64_t i = 0; i < n; i++) {
@@ -276,10 +258,10 @@ static void test_rmsnorm(void **state) {
      * blocks): the closed form in fp64 (the formula the FD checks above validate), and
      * bit-equal results for 1 and 2 threads. */
     const int64_t n = 301, dim = 129;
-    float *x = fmalloc(n * dim), *w = fmalloc(dim), *dy = fmalloc(n * dim), *y[2], *rstd[2], *dx[2], *dw[2];
+    float *x = test_falloc(n * dim), *w = test_falloc(dim), *dy = test_falloc(n * dim), *y[2], *rstd[2], *dx[2], *dw[2];
     fill(x, n * dim, 50, 1.5), fill(w, dim, 51, 1), fill(dy, n * dim, 52, 1);
     for (int t = 0; t < 2; t++) {
-        y[t] = fmalloc(n * dim), rstd[t] = fmalloc(n), dx[t] = fmalloc(n * dim), dw[t] = fmalloc(dim);
+        y[t] = test_falloc(n * dim), rstd[t] = test_falloc(n), dx[t] = test_falloc(n * dim), dw[t] = test_falloc(dim);
         for (int64_t j = 0; j < dim; j++) dw[t][j] = 0;
         int saved = threads_push(t + 1);
         dsa_cpu_rmsnorm_forward(y[t], rstd[t], x, w, n, dim, 1e-6f);
@@ -289,7 +271,7 @@ static void test_rmsnorm(void **state) {
     assert_memory_equal(y[0], y[1], sizeof(float) * (size_t)(n * dim));
     assert_memory_equal(dx[0], dx[1], sizeof(float) * (size_t)(n * dim));
     assert_memory_equal(dw[0], dw[1], sizeof(float) * (size_t)dim);
-    double *yd = dmalloc(n * dim), *gx = dmalloc(n * dim), *gw = dmalloc(dim);
+    double *yd = test_dalloc(n * dim), *gx = test_dalloc(n * dim), *gw = test_dalloc(dim);
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * dim, *gi = dy + i * dim;
         double ss = 0, dot = 0;
@@ -440,14 +422,14 @@ static void test_rope_tables(void **state) {
 static void check_rope(int64_t seqs, int64_t L, int64_t heads, int64_t dr, int64_t row_stride, int64_t head_stride,
                        int64_t offset, uint64_t seed) {
     const int64_t n = seqs * L, total = n * row_stride, half = dr / 2;
-    float *freq = fmalloc(half), *c = fmalloc(L * half), *s = fmalloc(L * half);
+    float *freq = test_falloc(half), *c = test_falloc(L * half), *s = test_falloc(L * half);
     dsa_rope_frequencies(freq, dr, 10000.0, "yarn", 4.0, 16, 32.0, 1.0);
     dsa_rope_tables(c, s, freq, L, dr);
-    float *x = fmalloc(total), *y = fmalloc(total), *g = fmalloc(total), *gt = fmalloc(total);
+    float *x = test_falloc(total), *y = test_falloc(total), *g = test_falloc(total), *gt = test_falloc(total);
     fill(x, total, seed, 1), fill(g, total, seed + 1, 1);
     memcpy(y, x, sizeof(float) * (size_t)total);
     dsa_cpu_rope_forward(y + offset, c, s, n, L, heads, dr, row_stride, head_stride);
-    double *want = widen(x, total), *neox = widen(x, total);
+    double *want = test_to_f64(x, total), *neox = test_to_f64(x, total);
     char *touched = calloc((size_t)total, 1);
     for (int64_t r = 0; r < n; r++)
         for (int64_t h = 0; h < heads; h++)
@@ -481,7 +463,7 @@ static void check_rope(int64_t seqs, int64_t L, int64_t heads, int64_t dr, int64
     for (int64_t i = 0; i < total; i++)
         if (!touched[i] && memcmp(&g[i], &gt[i], sizeof(float))) fail_msg("rope backward wrote outside its vectors");
     dsa_cpu_rope_backward(y + offset, c, s, n, L, heads, dr, row_stride, head_stride);
-    double *xd = widen(x, total);
+    double *xd = test_to_f64(x, total);
     test_expect_close("rope backward(forward(x)) = x", y, xd, total, 1e-6);
     free(freq), free(c), free(s), free(x), free(y), free(g), free(gt), free(want), free(neox), free(touched), free(xd);
 }
@@ -512,13 +494,13 @@ static void swi64(double *y, const double *x, const void *c) {
 }
 
 static void check_swiglu(int64_t n, uint64_t seed, int fd) {
-    float *g = fmalloc(n), *u = fmalloc(n), *d = fmalloc(n), *out = fmalloc(n), *dg = fmalloc(n), *du = fmalloc(n);
+    float *g = test_falloc(n), *u = test_falloc(n), *d = test_falloc(n), *out = test_falloc(n), *dg = test_falloc(n), *du = test_falloc(n);
     fill(g, n, seed, 3), fill(u, n, seed + 1, 1), fill(d, n, seed + 2, 1);
     const float extreme[] = {60, -60, 100, -100, 88.5f, -88.5f, 0, -0.0f, 1e-30f, -17};
     for (int64_t i = 0; i < n && i < 10; i++) g[i] = extreme[i]; /* saturated and e^x-overflowing gates */
     dsa_cpu_swiglu_forward(out, g, u, n);
     dsa_cpu_swiglu_backward(dg, du, d, g, u, n);
-    double *gd = widen(g, n), *ud = widen(u, n), *rd = widen(d, n), *y = dmalloc(n), *wg = dmalloc(n), *wu = dmalloc(n);
+    double *gd = test_to_f64(g, n), *ud = test_to_f64(u, n), *rd = test_to_f64(d, n), *y = test_dalloc(n), *wg = test_dalloc(n), *wu = test_dalloc(n);
     SwiCtx c0 = {ud, n, 0}, c1 = {gd, n, 1};
     swi64(y, gd, &c0);
     test_expect_close("swiglu forward", out, y, n, 1e-6);
@@ -582,7 +564,7 @@ static void test_cross_entropy(void **state) {
     logits[1 * V + 2] = 80.0f;    /* one dominant logit, ±80 */
     logits[1 * V + 7] = -80.0f;
     double total = dsa_cpu_cross_entropy_forward(losses, lse, logits, t, N, V);
-    double *ld = widen(logits, N * V), want[N], r[N], g[N * V];
+    double *ld = test_to_f64(logits, N * V), want[N], r[N], g[N * V];
     CeCtx c = {t, N, V};
     ce64(want, ld, &c);
     test_expect_close("cross-entropy losses", losses, want, N, 1e-6);
@@ -622,20 +604,20 @@ static void test_cross_entropy_large(void **state) {
     (void)state;
     /* above the parallel threshold, vocab not a multiple of the lanes or the chunk */
     const int64_t n = 37, v = 2011;
-    float *x = fmalloc(n * v), *loss[2], *lse[2], *d = fmalloc(n * v);
+    float *x = test_falloc(n * v), *loss[2], *lse[2], *d = test_falloc(n * v);
     int32_t *t = malloc(sizeof(int32_t) * n);
     fill(x, n * v, 70, 4);
     for (int64_t i = 0; i < n; i++) t[i] = i % 5 == 4 ? -1 : (int32_t)((i * 101) % v);
     double tot[2];
     for (int k = 0; k < 2; k++) {
-        loss[k] = fmalloc(n), lse[k] = fmalloc(n);
+        loss[k] = test_falloc(n), lse[k] = test_falloc(n);
         int saved = threads_push(k + 1);
         tot[k] = dsa_cpu_cross_entropy_forward(loss[k], lse[k], x, t, n, v);
         omp_set_num_threads(saved);
     }
     assert_memory_equal(&tot[0], &tot[1], sizeof(double));
     assert_memory_equal(loss[0], loss[1], sizeof(float) * (size_t)n);
-    double *xd = widen(x, n * v), *want = dmalloc(n), *gd = dmalloc(n * v);
+    double *xd = test_to_f64(x, n * v), *want = test_dalloc(n), *gd = test_dalloc(n * v);
     CeCtx c = {t, n, v};
     ce64(want, xd, &c);
     test_expect_close("cross-entropy losses (37 x 2011)", loss[0], want, n, 1e-6);
@@ -671,11 +653,11 @@ static void adamw64(double *p, double *m, double *v, const float *grads, int64_t
 
 static void check_adamw(int64_t count, int steps, float wd, uint64_t seed) {
     const float lr = 0.05f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
-    float *p = fmalloc(count), *m = fmalloc(count), *v = fmalloc(count), *g = fmalloc(count * steps);
+    float *p = test_falloc(count), *m = test_falloc(count), *v = test_falloc(count), *g = test_falloc(count * steps);
     fill(p, count, seed, 1), fill(g, count * steps, seed + 1, 0.1);
     g[0] = 0; /* a zero gradient: the update is decay only */
     for (int64_t i = 0; i < count; i++) m[i] = v[i] = 0;
-    double *pd = widen(p, count), *md = dmalloc(count), *vd = dmalloc(count), *p0 = widen(p, count);
+    double *pd = test_to_f64(p, count), *md = test_dalloc(count), *vd = test_dalloc(count), *p0 = test_to_f64(p, count);
     for (int s = 1; s <= steps; s++) {
         DsaAdamWParams hp = {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
                              .bias_correction1 = (float)(1 - pow(b1, s)), .bias_correction2 = (float)(1 - pow(b2, s))};
@@ -683,8 +665,8 @@ static void check_adamw(int64_t count, int steps, float wd, uint64_t seed) {
     }
     adamw64(pd, md, vd, g, count, steps, lr, b1, b2, eps, wd);
     /* compare the change of p (≈ lr per step), not p, so the check sees the update */
-    float *dp = fmalloc(count);
-    double *dpd = dmalloc(count);
+    float *dp = test_falloc(count);
+    double *dpd = test_dalloc(count);
     for (int64_t i = 0; i < count; i++) dp[i] = (float)((double)p[i] - p0[i]), dpd[i] = pd[i] - p0[i];
     char what[96];
     snprintf(what, sizeof what, "adamw param change (%d steps, wd %g, n %lld)", steps, wd, (long long)count);
@@ -712,7 +694,7 @@ static void test_adamw(void **state) {
 static void test_sum_squares(void **state) {
     (void)state;
     const int64_t n = 3 * 4096 * 70 + 17;
-    float *x = fmalloc(n);
+    float *x = test_falloc(n);
     fill(x, n, 15, 1);
     double r[3];
     for (int t = 0; t < 3; t++) {
@@ -740,7 +722,7 @@ static void test_scale_add(void **state) {
     const int64_t sizes[] = {1, 7, 33, 100003}; /* the last above the parallel threshold */
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
         const int64_t n = sizes[k];
-        float *x = fmalloc(n), *x0 = fmalloc(n), *y = fmalloc(n), *y0 = fmalloc(n);
+        float *x = test_falloc(n), *x0 = test_falloc(n), *y = test_falloc(n), *y0 = test_falloc(n);
         fill(x, n, 90 + k, 1), fill(y, n, 95 + k, 1);
         memcpy(x0, x, sizeof(float) * (size_t)n), memcpy(y0, y, sizeof(float) * (size_t)n);
         dsa_cpu_add(y, x, n);

@@ -56,18 +56,6 @@ typedef struct {
     int32_t *idx;
 } Inputs;
 
-static float *randn(int64_t n, uint64_t seed, double scale) {
-    float *x = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(scale * dsa_rng_normal_at(seed, 0, (uint64_t)i));
-    return x;
-}
-
-static double *to_f64(const float *x, int64_t n) {
-    double *y = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) y[i] = x[i];
-    return y;
-}
-
 static void shuffle(int32_t *a, int64_t n, DsaRng *rng) {
     for (int64_t i = n - 1; i > 0; i--) {
         const int64_t j = (int64_t)dsa_rng_below(rng, (uint64_t)i + 1);
@@ -105,8 +93,8 @@ static int32_t *make_idx(const Shape *s, IdxKind kind, uint64_t seed) {
 
 static Inputs inputs_make(Shape s, IdxKind kind, uint64_t seed) {
     Inputs in = {.s = s};
-    in.q = randn(nq_(&s), seed, 1.0), in.kv = randn(nkv_(&s), seed + 1, 1.0), in.g = randn(nv_(&s), seed + 2, 1.0);
-    in.q64 = to_f64(in.q, nq_(&s)), in.kv64 = to_f64(in.kv, nkv_(&s)), in.g64 = to_f64(in.g, nv_(&s));
+    in.q = test_randn(nq_(&s), seed, 1.0), in.kv = test_randn(nkv_(&s), seed + 1, 1.0), in.g = test_randn(nv_(&s), seed + 2, 1.0);
+    in.q64 = test_to_f64(in.q, nq_(&s)), in.kv64 = test_to_f64(in.kv, nkv_(&s)), in.g64 = test_to_f64(in.g, nv_(&s));
     in.idx = make_idx(&s, kind, seed + 3);
     return in;
 }
@@ -367,7 +355,7 @@ static void test_equals_dense_causal(void **state) {
         float *dv = nans(nv_(&s)), *scratch = nans(dsa_cpu_attention_scratch_floats(&as));
         dsa_cpu_attention_forward(out, lse, in.q, k, v, &as);
         dsa_cpu_attention_backward(dq, dk, dv, in.g, out, lse, in.q, k, v, &as, scratch);
-        double *want_out = to_f64(out, nv_(&s)), *want_lse = to_f64(lse, nl_(&s)), *want_dq = to_f64(dq, nq_(&s));
+        double *want_out = test_to_f64(out, nv_(&s)), *want_lse = test_to_f64(lse, nl_(&s)), *want_dq = test_to_f64(dq, nq_(&s));
         double *want_dkv = calloc((size_t)nkv_(&s), sizeof(double));
         for (int64_t n = 0; n < N; n++)
             for (int64_t h = 0; h < H; h++) {

@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/rng.h"
 
 /* Assert a DsaStatus is DSA_OK, printing the error trail when not. */
 #define assert_ok(call)                                                                   \
@@ -40,6 +41,34 @@
         if (!strstr(dsa_error_message(), (needle)))                                        \
             fail_msg("%s: message lacks \"%s\":\n%s", #call, (needle), dsa_error_message()); \
     } while (0)
+
+/* Zeroed arrays of n floats / doubles (at least one element, so n = 0 is fine), for
+ * test data and references; free() them. */
+static inline float *test_falloc(int64_t n) {
+    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+static inline double *test_dalloc(int64_t n) {
+    double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    assert_non_null(p);
+    return p;
+}
+
+/* A double copy of n floats (test_dalloc). */
+static inline double *test_to_f64(const float *x, int64_t n) {
+    double *y = test_dalloc(n);
+    for (int64_t i = 0; i < n; i++) y[i] = x[i];
+    return y;
+}
+
+/* n floats scale·N(0, 1) from stream 0 of `seed` (test_falloc). */
+static inline float *test_randn(int64_t n, uint64_t seed, double scale) {
+    float *x = test_falloc(n);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(scale * dsa_rng_normal_at(seed, 0, (uint64_t)i));
+    return x;
+}
 
 /* The tiny model the model-level tests share (2 layers, D 16, 2 heads, q latent 8, KV
  * latent 8, head dims 4/4/6, dense FFN 24, vocab 32, YaRN factor 4 over 16 positions, no
