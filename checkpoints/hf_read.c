@@ -382,13 +382,6 @@ static void release_pages(const DsaSafetensors *sh, const DsaStEntry *e) {
     (void)madvise((void *)(base + lo), hi - lo, MADV_DONTNEED); /* advice only: failure changes nothing but memory */
 }
 
-static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (int d = 0; d < ndim && n < cap; d++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-}
-
 /* Dequantize F8 weight t into out (its shape already checked). */
 static DsaStatus read_fp8(DsaHfReader *r, const DsaHfTensor *t, float *out) {
     const DsaSafetensors *wsh = &r->shards[t->shard], *ssh = &r->shards[t->scale_shard];
@@ -409,15 +402,11 @@ static DsaStatus read_fp8(DsaHfReader *r, const DsaHfTensor *t, float *out) {
     float *scales = NULL;
     size_t scale_bytes = (size_t)(ns > 0 ? ns : 1) * sizeof *scales;
     DSA_TRY(dsa_alloc((void **)&scales, scale_bytes, "FP8 block scales"));
-    /* scales may sit at any offset in files from other writers: read bytes, not floats */
-    const uint8_t *src = dsa_safetensors_data(ssh, s);
-    if (s->dtype == DSA_F32) {
-        if (ns) memcpy(scales, src, (size_t)ns * 4);
-    } else { /* BF16, checked at open */
-        for (int64_t i = 0; i < ns; i++) {
-            uint32_t bits = (uint32_t)(src[2 * i] | src[2 * i + 1] << 8) << 16;
-            memcpy(&scales[i], &bits, 4);
-        }
+    /* F32 or BF16 (checked at open), at any offset: read_f32 copies bytes */
+    DsaStatus st = dsa_safetensors_read_f32(ssh, s->name, 2, s->shape, scales);
+    if (st != DSA_OK) {
+        dsa_free(scales, scale_bytes);
+        return st;
     }
     dsa_fp8_block_dequantize(dsa_safetensors_data(wsh, t->entry), scales, t->shape[0], t->shape[1], r->block, out);
     dsa_free(scales, scale_bytes);
@@ -430,12 +419,12 @@ DsaStatus dsa_hf_read_f32(DsaHfReader *r, const char *name, int ndim, const int6
         DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s: expected ndim %d (shape %s) is invalid", r->dir, name, ndim,
                  shape ? "given" : "NULL");
     char want[160], found[160];
-    shape_text(want, sizeof want, ndim, shape);
+    dsa_shape_text(want, sizeof want, ndim, shape);
     DsaHfTensor *t = (DsaHfTensor *)dsa_hf_find(r, name);
     if (!t) DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s is missing (expected shape %s)", priv_index_path(r), name, want);
     const DsaSafetensors *sh = &r->shards[t->shard];
     if (t->dtype == DSA_F8_E4M3) {
-        shape_text(found, sizeof found, t->ndim, t->shape);
+        dsa_shape_text(found, sizeof found, t->ndim, t->shape);
         bool same = t->ndim == ndim;
         for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
         if (!same)

@@ -596,13 +596,6 @@ const char *dsa_safetensors_meta(const DsaSafetensors *st, const char *key) {
 }
 
 /* "[2, 3]" (truncated to cap). */
-static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (int d = 0; d < ndim && n < cap; d++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-}
-
 /* IEEE half to float, exact (every half is a float); subnormals normalized. */
 static float half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
@@ -630,10 +623,10 @@ DsaStatus dsa_safetensors_read_f32(const DsaSafetensors *st, const char *name, i
         DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s: expected ndim %d (shape %s) is invalid", st->path, name, ndim,
                  shape ? "given" : "NULL");
     char want[160], found[160];
-    shape_text(want, sizeof want, ndim, shape);
+    dsa_shape_text(want, sizeof want, ndim, shape);
     const DsaStEntry *e = dsa_safetensors_find(st, name);
     if (!e) DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s is missing (expected shape %s)", st->path, name, want);
-    shape_text(found, sizeof found, e->ndim, e->shape);
+    dsa_shape_text(found, sizeof found, e->ndim, e->shape);
     bool same = e->ndim == ndim;
     for (int d = 0; same && d < ndim; d++) same = e->shape[d] == shape[d];
     if (!same)

@@ -57,11 +57,12 @@ DsaStatus dsa_tensor_alloc(DsaTensor *t, DsaArena *arena) {
     return DSA_OK;
 }
 
-static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
+const char *dsa_shape_text(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t len = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < ndim && len < cap; i++)
         len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (len < cap) snprintf(buf + len, cap - len, "]");
+    return buf;
 }
 
 DsaStatus dsa_tensor_check_shape(const DsaTensor *t, int ndim, const int64_t *shape) {
@@ -69,7 +70,7 @@ DsaStatus dsa_tensor_check_shape(const DsaTensor *t, int ndim, const int64_t *sh
     for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (same) return DSA_OK;
     char want[128], got[128];
-    format_shape(want, sizeof want, ndim, shape);
-    format_shape(got, sizeof got, t->ndim, t->shape);
+    dsa_shape_text(want, sizeof want, ndim, shape);
+    dsa_shape_text(got, sizeof got, t->ndim, t->shape);
     DSA_FAIL(DSA_ERR_FORMAT, "tensor %s has shape %s, expected %s", t->name ? t->name : "(unnamed)", got, want);
 }

@@ -47,6 +47,8 @@ int64_t dsa_tensor_numel(const DsaTensor *t);
 size_t dsa_tensor_bytes(const DsaTensor *t);
 /* Give `t` memory from `arena` (zero-filled); a sizing arena only counts. */
 DsaStatus dsa_tensor_alloc(DsaTensor *t, DsaArena *arena);
+/* "[d0, d1, ...]" of a shape into buf (cap bytes, truncated to fit); returns buf. */
+const char *dsa_shape_text(char *buf, size_t cap, int ndim, const int64_t *shape);
 /* Check that `t` has the expected shape; the error names the tensor and both shapes. */
 DsaStatus dsa_tensor_check_shape(const DsaTensor *t, int ndim, const int64_t *shape);
 

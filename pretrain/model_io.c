@@ -189,15 +189,6 @@ static int cmp_str_ptr(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* "[a, b]" of a shape into buf. */
-static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && n < cap; i++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-    return buf;
-}
-
 DsaStatus dsa_model_hf_check(const DsaHfReader *r, const DsaModelConfig *cfg, const DsaParamTable *t,
                              bool fresh_indexer) {
     char a[96], b[96];
@@ -212,12 +203,13 @@ DsaStatus dsa_model_hf_check(const DsaHfReader *r, const DsaModelConfig *cfg, co
         }
         if (!h)
             DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s is missing (the config expects shape %s)", r->dir, p->name,
-                     shape_str(a, sizeof a, p->ndim, p->shape));
+                     dsa_shape_text(a, sizeof a, p->ndim, p->shape));
         bool same = h->ndim == p->ndim;
         for (int k = 0; same && k < p->ndim; k++) same = h->shape[k] == p->shape[k];
         if (!same)
-            DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s has shape %s, the config expects %s", dsa_hf_file_of(r, h), p->name,
-                     shape_str(a, sizeof a, h->ndim, h->shape), shape_str(b, sizeof b, p->ndim, p->shape));
+            DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s has shape %s, the config expects %s", dsa_hf_file_of(r, h),
+                     p->name, dsa_shape_text(a, sizeof a, h->ndim, h->shape),
+                     dsa_shape_text(b, sizeof b, p->ndim, p->shape));
         if (h->dtype != DSA_F32 && h->dtype != DSA_BF16 && h->dtype != DSA_F16 && h->dtype != DSA_F8_E4M3)
             DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s has dtype %s, expected a float weight (F32, BF16, F16 or F8_E4M3)",
                      dsa_hf_file_of(r, h), p->name, dsa_dtype_name(h->dtype));
@@ -247,7 +239,7 @@ DsaStatus dsa_model_hf_check(const DsaHfReader *r, const DsaModelConfig *cfg, co
                                "%s: unexpected tensor %s (%s %s): not part of the model config.json describes (%lld "
                                "layers, %s indexer, num_nextn_predict_layers %lld)",
                                dsa_hf_file_of(r, h), h->name, dsa_dtype_name(h->dtype),
-                               shape_str(a, sizeof a, h->ndim, h->shape), (long long)cfg->num_hidden_layers,
+                               dsa_shape_text(a, sizeof a, h->ndim, h->shape), (long long)cfg->num_hidden_layers,
                                cfg->has_indexer ? "with" : "without", (long long)cfg->num_nextn_predict_layers);
     }
     dsa_free(names, ((size_t)t->count + 1) * sizeof *names);
