@@ -48,7 +48,6 @@ typedef struct {
     const DsaStEntry *entry;      /* inside shards[shard] */
     int scale_shard;              /* -1 when no scale */
     const DsaStEntry *scale;      /* "<base>.weight_scale_inv" of an F8_E4M3 weight, else NULL */
-    bool read;                    /* set by dsa_hf_read_f32 (dsa_hf_first_unread) */
 } DsaHfTensor;
 
 typedef struct {
@@ -77,17 +76,14 @@ const char *dsa_hf_file_of(const DsaHfReader *r, const DsaHfTensor *t);
 /* Read tensor `name` into `out` (numel floats) as F32 after checking it has `ndim` dims
  * equal to `shape`: F32 copied, BF16 and F16 widened exactly, F8_E4M3 dequantized with
  * its block scales (DSA-SPEC §3.2: W = float(W8) · S[i/b0][j/b1], b = r->block; 2-D
- * only). Marks the tensor read and releases its pages. Errors name the tensor and file
+ * only). Releases the tensor's pages after reading. Errors name the tensor and file
  * with the expected and found shape/dtype.
  * NOTE: open checks the FP8 pairing (every F8_E4M3 tensor is a 2-D "<p>.weight" with a
  * 2-D F32 or BF16 "<p>.weight_scale_inv", every scale has its F8 weight); the scale's
  * shape [ceil(rows/b0), ceil(cols/b1)] is checked here, since the caller may set
- * r->block after open. A failed read does not mark the tensor read. The data may sit
+ * r->block after open. The data may sit
  * at any alignment (files from other writers): bytes are copied, never cast. */
 DsaStatus dsa_hf_read_f32(DsaHfReader *r, const char *name, int ndim, const int64_t *shape, float *out);
-/* The first tensor (by name) not read yet whose name does not start with any of the
- * `n_skip` prefixes, or NULL: callers report it as an unexpected tensor. */
-const DsaHfTensor *dsa_hf_first_unread(const DsaHfReader *r, const char *const *skip_prefixes, int n_skip);
 
 /* ---- writing ------------------------------------------------------------------------ */
 

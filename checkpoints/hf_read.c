@@ -433,18 +433,6 @@ DsaStatus dsa_hf_read_f32(DsaHfReader *r, const char *name, int ndim, const int6
     } else {
         DSA_TRY(dsa_safetensors_read_f32(sh, name, ndim, shape, out));
     }
-    t->read = true;
     release_pages(sh, t->entry);
     return DSA_OK;
-}
-
-const DsaHfTensor *dsa_hf_first_unread(const DsaHfReader *r, const char *const *skip_prefixes, int n_skip) {
-    for (int i = 0; i < r->count; i++) {
-        const DsaHfTensor *t = &r->tensors[i];
-        if (t->read) continue;
-        bool skip = false;
-        for (int k = 0; k < n_skip && !skip; k++) skip = !strncmp(t->name, skip_prefixes[k], strlen(skip_prefixes[k]));
-        if (!skip) return t;
-    }
-    return NULL;
 }

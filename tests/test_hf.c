@@ -9,7 +9,7 @@
  * export rule (power-of-two minimal scales, zero blocks, NaN/Inf refused, no
  * saturation, exact round trips of block-scaled e4m3 weights), every reader error
  * naming the file and the tensor, unaligned tensors from a foreign writer, the writer's
- * argument errors and abort, first_unread with skip prefixes, and a 64 MB tensor read
+ * argument errors and abort, and a 64 MB tensor read
  * twice with its pages released in between (resident size from /proc/self/smaps).
  */
 #include <dirent.h>
@@ -233,10 +233,8 @@ static void model_check(const ModelTensor *m, const char *dir, bool sharded) {
             for (size_t i = 0; i < n; i++)
                 if (memcmp(&got[i], &m[k].want[i], 4))
                     fail_msg("%s[%zu]: got %.9g, want %.9g", m[k].name, i, got[i], m[k].want[i]);
-        assert_true(t->read);
         free(got);
     }
-    assert_null(dsa_hf_first_unread(&r, NULL, 0));
     dsa_hf_close(&r);
     dsa_hf_close(&r); /* closing a zeroed reader is a no-op */
     assert_int_equal(dsa_mem_live(), live); /* every byte-counted allocation freed */
@@ -646,7 +644,6 @@ static void test_reader_fp8_errors(void **state) {
     int64_t shape[2] = {300, 5};
     assert_fails_with(dsa_hf_read_f32(&r, "x.weight", 2, shape, out), DSA_ERR_FORMAT, "scaleshape/model.safetensors");
     msg_has("x.weight_scale_inv", "[2, 1]", "expected [3, 1]", NULL);
-    assert_false(dsa_hf_find(&r, "x.weight")->read);
     r.block[0] = 150; /* weight_block_size [150, 128] from config.json: [2, 1] fits */
     assert_ok(dsa_hf_read_f32(&r, "x.weight", 2, shape, out));
     for (int i = 0; i < 1500; i++) assert_true(out[i] == 0.0f);
@@ -682,33 +679,6 @@ static void test_reader_read_errors(void **state) {
     assert_fails_with(dsa_hf_read_f32(&r, "i", 1, is, out), DSA_ERR_FORMAT, "readerr/c.st");
     msg_has("tensor i ", "I32", NULL);
     assert_fails_with(dsa_hf_read_f32(&r, "c.weight_scale_inv", 2, shape, out), DSA_ERR_FORMAT, "c.weight_scale_inv");
-    /* none of the failed reads counts as read */
-    const DsaHfTensor *u = dsa_hf_first_unread(&r, NULL, 0);
-    assert_non_null(u);
-    assert_string_equal(u->name, "a.weight");
-    dsa_hf_close(&r);
-}
-
-static void test_first_unread(void **state) {
-    (void)state;
-    const char *dir = sharded_dir("unread", GOOD_MAP);
-    DsaHfReader r;
-    assert_ok(dsa_hf_open(&r, dir));
-    float out[1024];
-    int64_t a[2] = {2, 3}, b[1] = {4}, c[2] = {130, 5};
-    assert_string_equal(dsa_hf_first_unread(&r, NULL, 0)->name, "a.weight");
-    assert_ok(dsa_hf_read_f32(&r, "a.weight", 2, a, out));
-    assert_string_equal(dsa_hf_first_unread(&r, NULL, 0)->name, "b.weight");
-    const char *skip_b[] = {"b."};
-    assert_string_equal(dsa_hf_first_unread(&r, skip_b, 1)->name, "c.weight");
-    const char *skip_bc[] = {"x", "c.weight", "b"};
-    assert_null(dsa_hf_first_unread(&r, skip_bc, 3));
-    assert_ok(dsa_hf_read_f32(&r, "c.weight", 2, c, out));
-    for (int i = 0; i < 650; i++) assert_true(out[i] == 0.0f);
-    assert_string_equal(dsa_hf_first_unread(&r, NULL, 0)->name, "b.weight");
-    assert_null(dsa_hf_first_unread(&r, skip_b, 1));
-    assert_ok(dsa_hf_read_f32(&r, "b.weight", 1, b, out));
-    assert_null(dsa_hf_first_unread(&r, NULL, 0));
     dsa_hf_close(&r);
 }
 
@@ -745,7 +715,6 @@ static void test_unaligned(void **state) {
     assert_memory_equal(out, f, sizeof f);
     assert_ok(dsa_hf_read_f32(&r, "w.weight", 2, ws, out));
     assert_true(out[0] == 0.25f && out[1] == -0.25f && out[2] == 0.5f && out[3] == 0x1p-11f);
-    assert_string_equal(dsa_hf_first_unread(&r, NULL, 0)->name, "u");
     dsa_hf_close(&r);
 }
 
@@ -896,7 +865,7 @@ int main(void) {
         cmocka_unit_test(test_fp8_quantize_rule),    cmocka_unit_test(test_fp8_quantize_sec_3_2),
         cmocka_unit_test(test_fp8_exact_round_trip), cmocka_unit_test(test_fp8_quantize_refuses),
         cmocka_unit_test(test_reader_index_errors),  cmocka_unit_test(test_reader_fp8_errors),
-        cmocka_unit_test(test_reader_read_errors),   cmocka_unit_test(test_first_unread),
+        cmocka_unit_test(test_reader_read_errors),
         cmocka_unit_test(test_unaligned),            cmocka_unit_test(test_writer_errors),
         cmocka_unit_test(test_writer_many),          cmocka_unit_test(test_big_tensor_release),
     };
