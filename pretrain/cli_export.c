@@ -88,8 +88,7 @@ int cli_export(int argc, char **argv) {
     if (rc < 0) {
         DsaExportDType used = DSA_EXPORT_AUTO;
         DsaStatus st = dsa_export(src, out, &o, &used);
-        const char *name = used == DSA_EXPORT_FP8 ? "fp8" : used == DSA_EXPORT_F32 ? "f32" : "bf16";
-        if (st == DSA_OK) printf("exported: %s (%s)\n", out, name);
+        if (st == DSA_OK) printf("exported: %s (%s)\n", out, dsa_export_dtype_name(used));
         rc = cli_report("export", st);
     }
     return rc;

@@ -27,7 +27,7 @@ DsaStatus dsa_export_dtype_parse(const char *text, DsaExportDType *out) {
     return DSA_OK;
 }
 
-static const char *mode_name(DsaExportDType m) {
+const char *dsa_export_dtype_name(DsaExportDType m) {
     return m == DSA_EXPORT_FP8 ? "fp8" : m == DSA_EXPORT_F32 ? "f32" : "bf16";
 }
 
@@ -237,7 +237,7 @@ DsaStatus dsa_export(const char *src, const char *out_dir, const DsaExportOption
     dsa_log(DSA_LOG_INFO,
             "exported %d tensors (%s%s) from %s%s to %s: %.3f GB written in %.1f s; largest tensor %lld elements; "
             "peak RSS %.1f MB",
-            stats.tensors, mode_name(mode), opts->dtype == DSA_EXPORT_AUTO ? ", the default for this source" : "", dir,
+            stats.tensors, dsa_export_dtype_name(mode), opts->dtype == DSA_EXPORT_AUTO ? ", the default for this source" : "", dir,
             verified ? "" : " (no manifest: checksums not verified)", target, (double)stats.bytes_written / 1e9,
             stats.seconds, (long long)stats.max_numel, (double)dsa_mem_rss_peak() / 1e6);
 out:

@@ -60,8 +60,9 @@ typedef struct {
     bool progress;        /* progress lines on stderr */
 } DsaExportOptions;
 
-/* Parse "bf16" | "fp8" | "f32" (DSA_ERR_ARG naming the value otherwise). */
+/* Parse "bf16" | "fp8" | "f32" (DSA_ERR_ARG naming the value otherwise), and back. */
 DsaStatus dsa_export_dtype_parse(const char *text, DsaExportDType *out);
+const char *dsa_export_dtype_name(DsaExportDType mode);
 /* The dtype a tensor of `slot` is written in under `mode` (not AUTO): DSA_F8_E4M3 means
  * e4m3 with a weight_scale_inv tensor. */
 DsaDType dsa_export_dtype(DsaWeightSlot slot, DsaExportDType mode);
