@@ -45,51 +45,14 @@ static bool path_exists(const char *path) {
     return lstat(path, &sb) == 0;
 }
 
-static int open_retry(const char *path, int flags, mode_t mode) {
-    int fd;
-    do fd = open(path, flags, mode);
-    while (fd < 0 && errno == EINTR);
-    return fd;
-}
-
-static int fsync_retry(int fd) {
-    int rc;
-    do rc = fsync(fd);
-    while (rc != 0 && errno == EINTR);
-    return rc;
-}
-
-/* Create/replace `path` with `n` bytes of `data`, fsynced. */
-static DsaStatus write_file_synced(const char *path, const char *data, size_t n) {
-    int fd = open_retry(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    size_t off = 0;
-    while (off < n) {
-        ssize_t r = write(fd, data + off, n - off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int err = r < 0 ? errno : ENOSPC;
-            close(fd);
-            DSA_FAIL(DSA_ERR_IO, "%s: write failed: %s", path, strerror(err));
-        }
-        off += (size_t)r;
-    }
-    if (fsync_retry(fd) != 0) {
-        int err = errno;
-        close(fd);
-        DSA_FAIL(DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(err));
-    }
-    if (close(fd) != 0) DSA_FAIL(DSA_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-    return DSA_OK;
-}
-
 /* Size and CRC32 (zlib) of a file, streamed; fsyncs it first when `sync`. */
 static DsaStatus file_crc(const char *path, bool sync, uint64_t *bytes, uint32_t *crc) {
-    int fd = open_retry(path, O_RDONLY | O_CLOEXEC, 0);
+    int fd = dsa_open_retry(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     DsaStatus st = DSA_OK;
     unsigned char *buf = NULL;
-    if (sync && fsync_retry(fd) != 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (sync && dsa_fsync_retry(fd) != 0)
+        DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
     DSA_TRY_GOTO(st, dsa_alloc((void **)&buf, CRC_CHUNK, "checksum buffer"), out);
     uLong c = crc32(0L, Z_NULL, 0);
     uint64_t total = 0;
@@ -109,30 +72,6 @@ out:
     return st;
 }
 
-/* Remove a directory holding plain files (nested directories are not expected: they
- * are left, and the directory with them, with a warning). */
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) {
-        if (errno != ENOENT) dsa_log(DSA_LOG_WARN, "cannot list %s to remove it: %s", dir, strerror(errno));
-        return;
-    }
-    struct dirent *e;
-    char path[JOIN_CAP + 256];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        struct stat sb;
-        if (!join(path, sizeof path, dir, e->d_name) || lstat(path, &sb) != 0) continue;
-        if (S_ISDIR(sb.st_mode)) {
-            dsa_log(DSA_LOG_WARN, "not removing %s: a directory inside a checkpoint's temporary directory", path);
-            continue;
-        }
-        if (unlink(path) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
-    }
-    closedir(d);
-    if (rmdir(dir) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", dir, strerror(errno));
-}
-
 /* Remove OUT/.tmp-* left by saves that were killed or failed without abort. */
 static DsaStatus remove_stale_tmp_dirs(const char *out_dir) {
     DIR *d = opendir(out_dir);
@@ -144,7 +83,7 @@ static DsaStatus remove_stale_tmp_dirs(const char *out_dir) {
         if (strncmp(e->d_name, ".tmp-", 5) != 0 || !join(path, sizeof path, out_dir, e->d_name)) continue;
         if (lstat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
         dsa_log(DSA_LOG_WARN, "removing %s, left by a checkpoint save that did not finish", path);
-        remove_flat_dir(path);
+        dsa_remove_flat_dir(path);
     }
     closedir(d);
     return DSA_OK;
@@ -187,7 +126,7 @@ DsaStatus dsa_checkpoint_write_text(DsaCheckpointWriter *w, const char *file_nam
     char path[JOIN_CAP + 256];
     if (!join(path, sizeof path, w->tmp_dir, file_name))
         DSA_FAIL(DSA_ERR_ARG, "path too long: %s/%s", w->tmp_dir, file_name);
-    return write_file_synced(path, text, strlen(text));
+    return dsa_file_write_synced(path, text, strlen(text));
 }
 
 /* A growable list of file names (each < 256 bytes). */
@@ -261,7 +200,7 @@ static DsaStatus write_manifest(DsaCheckpointWriter *w) {
     DSA_TRY_GOTO(st, dsa_alloc((void **)&line, n + 1, MANIFEST), out);
     memcpy(line, text, n);
     line[n] = '\n';
-    DSA_TRY_GOTO(st, write_file_synced(path, line, n + 1), out);
+    DSA_TRY_GOTO(st, dsa_file_write_synced(path, line, n + 1), out);
 out:
     dsa_free(line, line ? n + 1 : 0);
     free(text);
@@ -307,7 +246,7 @@ DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w) {
     w->tmp_dir[0] = 0; /* the checkpoint exists now: nothing to abort */
     DsaStatus st = dsa_fsync_path(w->out_dir);
     int n = snprintf(line, sizeof line, "%s\n", w->name);
-    if (st == DSA_OK) st = write_file_synced(latest_tmp, line, (size_t)n);
+    if (st == DSA_OK) st = dsa_file_write_synced(latest_tmp, line, (size_t)n);
     if (st == DSA_OK) st = dsa_rename_durable(latest_tmp, latest); /* fsyncs OUT */
     if (st != DSA_OK)
         dsa_error_push(__FILE__, __LINE__, "%s was written, but %s could not be switched to it", final_dir, latest);
@@ -315,7 +254,7 @@ DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w) {
 }
 
 void dsa_checkpoint_abort(DsaCheckpointWriter *w) {
-    if (w->tmp_dir[0]) remove_flat_dir(w->tmp_dir);
+    if (w->tmp_dir[0]) dsa_remove_flat_dir(w->tmp_dir);
     w->tmp_dir[0] = 0;
 }
 

@@ -211,8 +211,7 @@ static DsaStatus start_shard(WriterPriv *p, int s) {
     static const char *const meta_keys[] = {"format"}, *const meta_values[] = {"pt"};
     DSA_TRY_GOTO(st, dsa_safetensors_layout(&lay, sh->path, refs, sh->count, meta_keys, meta_values, 1), out);
     for (int k = 0; k < sh->count; k++) p->t[sh->first + k].offset = lay.offsets[k];
-    do fd = open(sh->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    while (fd < 0 && errno == EINTR);
+    fd = dsa_open_retry(sh->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: cannot create: %s", sh->path, strerror(errno));
     sh->created = true;
     if (ftruncate(fd, (off_t)lay.file_bytes) != 0)
@@ -261,9 +260,7 @@ DsaStatus dsa_hf_writer_put(DsaHfWriter *w, const char *name, const void *data) 
     if (t->put) DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s put twice", path, name);
     if (t->bytes && !data) DSA_FAIL(DSA_ERR_ARG, "%s: tensor %s: data is NULL", path, name);
     if (t->bytes) {
-        int fd;
-        do fd = open(path, O_WRONLY | O_CLOEXEC);
-        while (fd < 0 && errno == EINTR);
+        int fd = dsa_open_retry(path, O_WRONLY | O_CLOEXEC, 0);
         if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot open for writing tensor %s: %s", path, name, strerror(errno));
         char what[300];
         snprintf(what, sizeof what, "tensor %.256s", name);

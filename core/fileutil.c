@@ -1,6 +1,7 @@
 /* fileutil.c: file helpers (see fileutil.h). */
 #include "core/fileutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/mem.h"
 
 DsaStatus dsa_file_size(const char *path, int64_t *size) {
@@ -84,4 +86,65 @@ void dsa_temp_path(char *buf, size_t cap, const char *path) {
     snprintf(copy1, sizeof copy1, "%s", path);
     snprintf(copy2, sizeof copy2, "%s", path);
     snprintf(buf, cap, "%s/.%s.tmp.%ld", dirname(copy1), basename(copy2), (long)getpid());
+}
+
+int dsa_open_retry(const char *path, int flags, unsigned mode) {
+    int fd;
+    do fd = open(path, flags, (mode_t)mode);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+int dsa_fsync_retry(int fd) {
+    int rc;
+    do rc = fsync(fd);
+    while (rc != 0 && errno == EINTR);
+    return rc;
+}
+
+DsaStatus dsa_file_write_synced(const char *path, const void *data, size_t n) {
+    int fd = dsa_open_retry(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    const char *bytes = data;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t r = write(fd, bytes + off, n - off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int err = r < 0 ? errno : ENOSPC;
+            close(fd);
+            DSA_FAIL(DSA_ERR_IO, "%s: write failed: %s", path, strerror(err));
+        }
+        off += (size_t)r;
+    }
+    if (dsa_fsync_retry(fd) != 0) {
+        int err = errno;
+        close(fd);
+        DSA_FAIL(DSA_ERR_IO, "%s: fsync failed: %s", path, strerror(err));
+    }
+    if (close(fd) != 0) DSA_FAIL(DSA_ERR_IO, "%s: close failed: %s", path, strerror(errno));
+    return DSA_OK;
+}
+
+void dsa_remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno != ENOENT) dsa_log(DSA_LOG_WARN, "cannot list %s to remove it: %s", dir, strerror(errno));
+        return;
+    }
+    struct dirent *e;
+    char path[8192];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        struct stat sb;
+        int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (n < 0 || (size_t)n >= sizeof path || lstat(path, &sb) != 0) continue;
+        if (S_ISDIR(sb.st_mode)) {
+            dsa_log(DSA_LOG_WARN, "not removing %s: a directory inside a temporary directory", path);
+            continue;
+        }
+        if (unlink(path) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+    }
+    closedir(d);
+    if (rmdir(dir) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", dir, strerror(errno));
 }

@@ -21,5 +21,15 @@ DsaStatus dsa_fsync_path(const char *path);
 DsaStatus dsa_rename_durable(const char *tmp, const char *final_path);
 /* The temporary name used while writing `path`: "<dir>/.<name>.tmp.<pid>". */
 void dsa_temp_path(char *buf, size_t cap, const char *path);
+/* open(2) and fsync(2), retried on EINTR; return what the call returns (errno set). */
+int dsa_open_retry(const char *path, int flags, unsigned mode);
+int dsa_fsync_retry(int fd);
+/* Create/replace `path` with `n` bytes of `data`, fsynced (not atomic: write into a
+ * temporary name and rename for that). */
+DsaStatus dsa_file_write_synced(const char *path, const void *data, size_t n);
+/* Remove a directory of plain files and the directory itself, best effort: failures
+ * are logged as warnings; a nested directory is left (with a warning), and so the
+ * directory with it; a directory that does not exist is nothing to do. */
+void dsa_remove_flat_dir(const char *dir);
 
 #endif

@@ -111,27 +111,16 @@ DsaStatus dsa_export_config_json(const DsaModelConfig *m, DsaExportDType mode, c
         /* NOTE: exported scales are powers of two, valid as f32 and as ue8m0 (§3.2). */
         cJSON_AddStringToObject(q, "scale_fmt", src && src->scale_fmt[0] ? src->scale_fmt : "ue8m0");
     }
-    *text = cJSON_Print(root);
+    char *body = cJSON_Print(root);
     cJSON_Delete(root);
-    if (!*text) DSA_FAIL(DSA_ERR_NOMEM, "config.json text");
-    return DSA_OK;
-}
-
-/* Remove the plain files of directory `dir` and the directory itself; best effort,
- * failures logged. */
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[4200];
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            if (unlink(p) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", p, strerror(errno));
-        }
-        closedir(d);
+    size_t n = body ? strlen(body) : 0;
+    *text = body ? realloc(body, n + 2) : NULL; /* room for the final newline */
+    if (!*text) {
+        free(body);
+        DSA_FAIL(DSA_ERR_NOMEM, "config.json text");
     }
-    if (rmdir(dir) != 0 && errno != ENOENT) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", dir, strerror(errno));
+    memcpy(*text + n, "\n", 2);
+    return DSA_OK;
 }
 
 /* out_dir must not exist, or be an empty directory. */
@@ -155,20 +144,6 @@ static DsaStatus check_out_dir(const char *out_dir) {
     if (found)
         DSA_FAIL(DSA_ERR_IO, "%s is not empty (it holds %s): refusing to export over it; pick a new directory",
                  out_dir, first);
-    return DSA_OK;
-}
-
-/* Write `text` to dir/name, fsynced. */
-static DsaStatus write_text(const char *dir, const char *name, const char *text) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) DSA_FAIL(DSA_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    size_t n = strlen(text);
-    bool ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) DSA_FAIL(DSA_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    DSA_TRY(dsa_fsync_path(path));
     return DSA_OK;
 }
 
@@ -207,7 +182,7 @@ DsaStatus dsa_export(const char *src, const char *out_dir, const DsaExportOption
     DSA_TRY_GOTO(st, dsa_model_hf_open(&r, dir, &cfg), out);
     DSA_TRY_GOTO(st, dsa_model_hf_check(&r, &cfg, &t, false), out);
 
-    remove_dir(tmp); /* a killed export of this pid's number: nothing of value */
+    dsa_remove_flat_dir(tmp); /* a killed export of this pid's number: nothing of value */
     {
         char parent[1200];
         snprintf(parent, sizeof parent, "%s", tmp);
@@ -229,7 +204,11 @@ DsaStatus dsa_export(const char *src, const char *out_dir, const DsaExportOption
     DSA_TRY_GOTO(st, dsa_model_stream(&s, &w, &stats), out);
     DSA_TRY_GOTO(st, dsa_hf_writer_finish(&w), out);
     DSA_TRY_GOTO(st, dsa_export_config_json(&cfg, mode, block, &json), out);
-    DSA_TRY_GOTO(st, write_text(tmp, "config.json", json), out);
+    {
+        char path[1300];
+        snprintf(path, sizeof path, "%s/config.json", tmp);
+        DSA_TRY_GOTO(st, dsa_file_write_synced(path, json, strlen(json)), out);
+    }
     DSA_TRY_GOTO(st, dsa_fsync_path(tmp), out);
     /* an existing empty target is replaced by the rename (rename(2) onto an empty dir) */
     DSA_TRY_GOTO(st, dsa_rename_durable(tmp, target), out);
@@ -242,7 +221,7 @@ DsaStatus dsa_export(const char *src, const char *out_dir, const DsaExportOption
             stats.seconds, (long long)stats.max_numel, (double)dsa_mem_rss_peak() / 1e6);
 out:
     if (writer_open) dsa_hf_writer_abort(&w); /* after finish it only frees */
-    if (tmp_made) remove_dir(tmp);
+    if (tmp_made) dsa_remove_flat_dir(tmp);
     free(json);
     dsa_hf_close(&r);
     dsa_free(dtypes, (size_t)t.count * sizeof *dtypes);

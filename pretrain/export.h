@@ -66,8 +66,8 @@ const char *dsa_export_dtype_name(DsaExportDType mode);
 /* The dtype a tensor of `slot` is written in under `mode` (not AUTO): DSA_F8_E4M3 means
  * e4m3 with a weight_scale_inv tensor. */
 DsaDType dsa_export_dtype(DsaWeightSlot slot, DsaExportDType mode);
-/* The export's config.json text for model `m` written in `mode` (not AUTO) with FP8
- * blocks `block`; *text is malloc'ed: free() it. */
+/* The export's config.json text (ending in a newline) for model `m` written in `mode`
+ * (not AUTO) with FP8 blocks `block`; *text is malloc'ed: free() it. */
 DsaStatus dsa_export_config_json(const DsaModelConfig *m, DsaExportDType mode, const int64_t block[2], char **text);
 
 /* Export the model at `src` (checkpoint dir, run dir with `latest`, or HF model dir) to
