@@ -43,14 +43,6 @@ static void expect_scalar(const char *what, double got, double want, double rel,
                  err, err / (fabs(want) > 0 ? fabs(want) : 1), rel, abs_floor);
 }
 
-/* Largest |got − want| relative to max |want| (for messages). */
-static double rel_error(const float *got, const double *want, int64_t n) {
-    double amax = 0, worst = 0;
-    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(want[i]));
-    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(got[i] - want[i]));
-    return worst / (amax > 0 ? amax : 1);
-}
-
 static void set_threads(int threads) {
     dsa_backend_cpu_set_threads(threads);
     omp_set_num_threads(threads);
@@ -325,8 +317,8 @@ static void check_dense(int64_t L, uint64_t seed) {
     snprintf(what, sizeof what, "dense KL dw, L %lld", (long long)L);
     test_expect_close(what, dw, ref.dw, N * HI, 1e-4);
     print_message("dense KL L %3lld: KL sum %.6f (ref %.6f), mass %.6f (ref %.6f), rel err dq %.2e dk %.2e dw %.2e\n",
-                  (long long)L, out.kl_sum, ref.kl, out.mass_sum, ref.mass, rel_error(dq, ref.dq, N * HI * dI),
-                  rel_error(dk, ref.dk, N * dI), rel_error(dw, ref.dw, N * HI));
+                  (long long)L, out.kl_sum, ref.kl, out.mass_sum, ref.mass, test_rel_error(dq, ref.dq, N * HI * dI),
+                  test_rel_error(dk, ref.dk, N * dI), test_rel_error(dw, ref.dw, N * HI));
 
     /* no gradients (NULL buffers) and no mass: the same loss bits; sums accumulate */
     DsaIndexerLoss out2 = {.kl_sum = 1.0, .rows = 3};
@@ -648,9 +640,9 @@ static void check_backward_chain(FullCase *c, bool fp8) {
         test_expect_close(what, g[w], want[w], c->wn[w], 1e-5);
     }
     print_message("backward chain (fp8 %d): rel err wq_b %.2e wk %.2e gamma %.2e beta %.2e weights_proj %.2e\n", fp8,
-                  rel_error(g[0], want[0], c->wn[0]), rel_error(g[1], want[1], c->wn[1]),
-                  rel_error(g[2], want[2], c->wn[2]), rel_error(g[3], want[3], c->wn[3]),
-                  rel_error(g[4], want[4], c->wn[4]));
+                  test_rel_error(g[0], want[0], c->wn[0]), test_rel_error(g[1], want[1], c->wn[1]),
+                  test_rel_error(g[2], want[2], c->wn[2]), test_rel_error(g[3], want[3], c->wn[3]),
+                  test_rel_error(g[4], want[4], c->wn[4]));
     /* again, accumulating into the first result, with wk and k_norm.bias not wanted */
     float *first[NW];
     for (int w = 0; w < NW; w++) {
@@ -713,7 +705,7 @@ static void check_full_fd(int64_t L, int64_t HI, int64_t dI, int64_t dr, uint64_
         double gmax = 0;
         for (int64_t i = 0; i < c.wn[w]; i++) gmax = fmax(gmax, fabs(fd[i]));
         print_message("FD fp64, every entry: %-13s rel err %.2e (max |grad| %.3g)\n", W_NAMES[w],
-                      rel_error(g[w], fd, c.wn[w]), gmax);
+                      test_rel_error(g[w], fd, c.wn[w]), gmax);
         test_expect_close(what, g[w], fd, c.wn[w], 1e-4);
         free(fd);
     }
@@ -812,8 +804,8 @@ static void check_sparse(int64_t L, uint64_t seed) {
     snprintf(what, sizeof what, "sparse KL dw, L %lld", (long long)L);
     test_expect_close(what, dw, ref.dw, N * HI, 1e-4);
     print_message("sparse KL L %3lld: KL sum %.6f (ref %.6f), selected %.0f, rel err dq %.2e dk %.2e dw %.2e\n",
-                  (long long)L, out.kl_sum, ref.kl, out.selected_sum, rel_error(dq, ref.dq, N * HI * dI),
-                  rel_error(dk, ref.dk, N * dI), rel_error(dw, ref.dw, N * HI));
+                  (long long)L, out.kl_sum, ref.kl, out.selected_sum, test_rel_error(dq, ref.dq, N * HI * dI),
+                  test_rel_error(dk, ref.dk, N * dI), test_rel_error(dw, ref.dw, N * HI));
     /* no gradients: the same loss bits */
     DsaIndexerLoss out2 = {0};
     assert_ok(dsa_indexer_kl_sparse(&out2, NULL, NULL, NULL, &c.a, &c.sh, &tg, idx, isc, 0.0f));

@@ -90,14 +90,6 @@ static float ref_group_scale(float amax) {
     return ldexpf(1.0f, f == 0.5 ? k - 1 : k);
 }
 
-/* Largest |got − want| relative to max |want| (no failure: for checks that must fail). */
-static double rel_error(const float *got, const double *want, int64_t n) {
-    double amax = 0, worst = 0;
-    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(want[i]));
-    for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(got[i] - want[i]));
-    return worst / (amax > 0 ? amax : 1);
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* FP8                                                                                   */
 
@@ -552,7 +544,7 @@ static void check_rope(int64_t dim, int64_t rope_dim, const char *scaling, doubl
         float *gptj32 = malloc(sizeof(float) * (size_t)total);
         ref_rope(gptj, x, cos_t, sin_t, n, L, heads, dim, rope_dim, false, true);
         for (int64_t i = 0; i < total; i++) gptj32[i] = (float)gptj[i];
-        const double e1 = rel_error(gptj32, want, total), e2 = rel_error(y, gptj, total);
+        const double e1 = test_rel_error(gptj32, want, total), e2 = test_rel_error(y, gptj, total);
         if (!(e1 > 1e-2 && e2 > 1e-2))
             fail_msg("%s: interleaved layout within %.3g / %.3g of NeoX: the test would not catch a swap", what, e1,
                      e2);

@@ -30,18 +30,6 @@ static void fill(float *x, int64_t n, uint64_t seed, double scale) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)(scale * dsa_rng_normal_at(seed, 1, (uint64_t)i));
 }
 
-/* Worst |got − want| relative to max |want| (NaN → inf): the quantity test_expect_close
- * checks, for tests that need a check to FAIL. */
-static double rel_error(const float *got, const double *want, int64_t n) {
-    double amax = 0, worst = 0;
-    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(want[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs(got[i] - want[i]);
-        worst = e <= worst ? worst : (isnan(e) ? INFINITY : e);
-    }
-    return worst / (amax > 0 ? amax : 1);
-}
-
 /* An fp64 forward y = f(x) for one input vector under a fixed context. */
 typedef void (*Fwd64)(double *y, const double *x, const void *ctx);
 
@@ -446,7 +434,7 @@ static void check_rope(int64_t seqs, int64_t L, int64_t heads, int64_t dr, int64
             }
     test_expect_close("rope interleaved vs complex multiplication", y, want, total, 1e-6);
     if (L > 1 && dr > 2) { /* (one pair, or position 0 only, cannot tell layouts apart) */
-        const double swapped = rel_error(y, neox, total);
+        const double swapped = test_rel_error(y, neox, total);
         if (!(swapped > 1e-2)) fail_msg("the half-split layout passes the interleaved check (rel %.3g)", swapped);
     }
     for (int64_t i = 0; i < total; i++)

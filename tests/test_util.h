@@ -151,6 +151,18 @@ static inline const char *test_write_file(const char *name, const void *data, si
 /* Numeric check of an fp32 result against an fp64 reference (STYLE.md rule 4): fails
  * when the worst |got - want| exceeds tol times max|want|, printing the worst index, both
  * values, the max abs and relative error; a NaN in `got` always fails. */
+/* Worst |got − want| relative to max |want| (a NaN in got counts as infinite): the
+ * quantity test_expect_close checks, for messages and for checks that must FAIL. */
+static inline double test_rel_error(const float *got, const double *want, int64_t n) {
+    double amax = 0, worst = 0;
+    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]);
+        worst = e <= worst ? worst : (isnan(e) ? INFINITY : e);
+    }
+    return worst / (amax > 0 ? amax : 1);
+}
+
 static inline void test_expect_close(const char *what, const float *got, const double *want, int64_t n, double tol) {
     double amax = 0, worst = 0;
     int64_t at = 0;
