@@ -216,6 +216,16 @@ static double ref_loss(const Inputs *in, double *out, double *lse) {
     return loss;
 }
 
+typedef struct {
+    const Inputs *in;
+    double *out, *lse;
+} LossCtx;
+
+static double loss_of(void *ctx) {
+    const LossCtx *c = ctx;
+    return ref_loss(c->in, c->out, c->lse);
+}
+
 /* Gradients by central finite differences (fp64, eps 1e-6) of the fp64 forward, against
  * both the kernel's fp32 gradients and the fp64 analytic reference (tight: this is what
  * makes the reference trustworthy for the larger shapes above). */
@@ -234,28 +244,15 @@ static void test_backward_finite_differences(void **state) {
         const float *got[3] = {r.dq, r.dk, r.dv};
         const int64_t n[3] = {nq_(&s), nq_(&s), nv_(&s)};
         const char *names[3] = {"dq vs finite differences", "dk vs finite differences", "dv vs finite differences"};
+        LossCtx lc = {&in, out, lse};
         for (int w = 0; w < 3; w++) {
-            double *fd = malloc(8 * (size_t)n[w]);
-            for (int64_t i = 0; i < n[w]; i++) {
-                const double saved = x[w][i];
-                x[w][i] = saved + eps;
-                const double up = ref_loss(&in, out, lse);
-                x[w][i] = saved - eps;
-                const double down = ref_loss(&in, out, lse);
-                x[w][i] = saved;
-                fd[i] = (up - down) / (2 * eps);
-            }
+            double *fd = test_dalloc(n[w]);
+            test_central_differences(fd, x[w], n[w], eps, loss_of, &lc);
             test_expect_close(shape_name(&s, names[w]), got[w], fd, n[w], TOL_GRAD);
             /* the fp64 reference: FD truncation O(eps²) and rounding O(1e-16 / eps) */
-            double amax = 0, worst = 0;
-            int64_t at = 0;
-            for (int64_t i = 0; i < n[w]; i++) {
-                amax = fmax(amax, fabs(fd[i]));
-                if (fabs(fd[i] - ref[w][i]) > worst) worst = fabs(fd[i] - ref[w][i]), at = i;
-            }
-            if (worst > 1e-7 * fmax(amax, 1e-3))
-                fail_msg("%s: reference gradient %d[%lld] = %.12g, finite difference %.12g (max |fd| %.3g)",
-                         shape_name(&s, "fp64 reference"), w, (long long)at, ref[w][at], fd[at], amax);
+            char what[96];
+            snprintf(what, sizeof what, "fp64 reference, %s", names[w]);
+            test_expect_close_f64(shape_name(&s, what), ref[w], fd, n[w], 1e-7, 1e-3);
             free(fd);
         }
         free(out), free(lse), free(ref[0]), free(ref[1]), free(ref[2]);

@@ -151,6 +151,36 @@ static inline const char *test_write_file(const char *name, const void *data, si
 /* Numeric check of an fp32 result against an fp64 reference (STYLE.md rule 4): fails
  * when the worst |got - want| exceeds tol times max|want|, printing the worst index, both
  * values, the max abs and relative error; a NaN in `got` always fails. */
+/* Central differences: fd[i] = (loss(x + eps·e_i) − loss(x − eps·e_i)) / 2eps for each
+ * of the n entries of x, perturbed in place through `loss(ctx)` and restored. */
+typedef double (*TestLossFn)(void *ctx);
+static inline void test_central_differences(double *fd, double *x, int64_t n, double eps, TestLossFn loss, void *ctx) {
+    for (int64_t i = 0; i < n; i++) {
+        const double saved = x[i];
+        x[i] = saved + eps;
+        const double up = loss(ctx);
+        x[i] = saved - eps;
+        const double down = loss(ctx);
+        x[i] = saved;
+        fd[i] = (up - down) / (2 * eps);
+    }
+}
+
+/* fp64 against fp64: fails when the worst |got − want| exceeds tol · max(max |want|,
+ * floor), printing the worst index and both values. */
+static inline void test_expect_close_f64(const char *what, const double *got, const double *want, int64_t n,
+                                         double tol, double floor) {
+    double amax = 0, worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        amax = fmax(amax, fabs(want[i]));
+        if (!(fabs(got[i] - want[i]) <= worst)) worst = fabs(got[i] - want[i]), at = i;
+    }
+    if (!(worst <= tol * fmax(amax, floor)))
+        fail_msg("%s: worst index %lld: got %.12g, want %.12g (max |want| %.3g, tolerance %.1g)", what,
+                 (long long)at, got[at], want[at], amax, tol);
+}
+
 /* Worst |got − want| relative to max |want| (a NaN in got counts as infinite): the
  * quantity test_expect_close checks, for messages and for checks that must FAIL. */
 static inline double test_rel_error(const float *got, const double *want, int64_t n) {
