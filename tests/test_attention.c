@@ -208,22 +208,20 @@ static void test_backward_matches_reference(void **state) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_against_reference(shapes[i], 1.5, true);
 }
 
-/* loss = Σ g ⊙ out of the fp64 reference forward. */
-static double ref_loss(const Inputs *in, double *out, double *lse) {
-    reference(&in->s, in->q64, in->k64, in->v64, NULL, out, lse, NULL, NULL, NULL);
-    double loss = 0;
-    for (int64_t i = 0; i < nv_(&in->s); i++) loss += in->g64[i] * out[i];
-    return loss;
-}
-
+/* What the finite differences perturb: the inputs, and fp64 buffers for the forward. */
 typedef struct {
     const Inputs *in;
     double *out, *lse;
 } LossCtx;
 
+/* loss = Σ g ⊙ out of the fp64 reference forward. */
 static double loss_of(void *ctx) {
     const LossCtx *c = ctx;
-    return ref_loss(c->in, c->out, c->lse);
+    const Inputs *in = c->in;
+    reference(&in->s, in->q64, in->k64, in->v64, NULL, c->out, c->lse, NULL, NULL, NULL);
+    double loss = 0;
+    for (int64_t i = 0; i < nv_(&in->s); i++) loss += in->g64[i] * c->out[i];
+    return loss;
 }
 
 /* Gradients by central finite differences (fp64, eps 1e-6) of the fp64 forward, against
