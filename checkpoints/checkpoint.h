@@ -4,14 +4,30 @@
  * A run directory OUT holds checkpoint directories (named by the caller; the trainer
  * uses "step-%08lld") and a file OUT/latest whose content is the name of the newest
  * complete one plus '\n'. A save:
- *   1. begin: removes torn OUT/.tmp-* directories of killed saves (one warning each)
- *      and creates OUT/.tmp-<name>-<pid>/;
+ *   1. begin: recovers OUT (dsa_checkpoint_recover, below) and creates
+ *      OUT/.tmp-<name>-<pid>/;
  *   2. the caller writes its files there (dsa_checkpoint_file, write_text);
  *   3. commit: fsyncs every file, writes manifest.json (format_version 1; bytes and
- *      CRC32 of every file, computed by re-reading it), fsyncs the directory, renames
- *      it to OUT/<name> (never over an existing one), fsyncs OUT, and only then switches
+ *      CRC32 of every file, computed by re-reading it, and "previous", the checkpoint
+ *      `latest` named when the save began, or null), fsyncs the directory, renames it to
+ *      OUT/<name> (never over an existing one), fsyncs OUT, and only then switches
  *      OUT/latest (write OUT/.latest.tmp, fsync, rename, fsync OUT).
- * A crash or kill at any point leaves the previous checkpoint and `latest` intact.
+ *
+ * Resume rule (a kill, or a full disk, at any instant of a save): the newest complete
+ * checkpoint wins, and no manual step is needed. Before a run resumes and before every
+ * save, dsa_checkpoint_recover
+ *   - removes what saves that did not finish left: OUT/.tmp-* directories,
+ *     OUT/.latest.tmp and OUT/.<name>.tmp.<pid> temporaries of processes that are gone
+ *     (one warning each, naming it);
+ *   - adopts a checkpoint that was renamed into place but not yet named by `latest`
+ *     (the save was stopped between its rename and the switch of `latest`): the
+ *     directory whose manifest's "previous" is what `latest` names (null: no `latest`
+ *     yet). If it verifies against its manifest, `latest` is switched to it (a
+ *     warning names it); if not, it is set aside as OUT/<name>.incomplete (or
+ *     .incomplete.2, ...; a warning names it and the defect) and `latest` stays. This
+ *     repeats until no such directory is left.
+ * A kill before the rename leaves only temporaries, so `latest` keeps the previous
+ * checkpoint; a kill after it leaves a complete checkpoint that recovery adopts.
  * Readers resolve a path to a checkpoint directory and verify it against its manifest;
  * torn or corrupt files are named in the error.
  */
@@ -35,6 +51,7 @@ typedef struct {
     char out_dir[DSA_CHECKPOINT_PATH_CAP];
     char name[DSA_CHECKPOINT_NAME_CAP];
     char tmp_dir[DSA_CHECKPOINT_PATH_CAP]; /* "" once committed or aborted */
+    char previous[DSA_CHECKPOINT_NAME_CAP]; /* what latest named at begin; "" when none */
     /* Test hook (kill-mid-save tests): when > 0, commit prints "checkpoint: paused before
      * commit of <name>" on stderr and sleeps this many milliseconds right before the
      * rename, with every file written and fsynced, so a test can SIGKILL the process
@@ -44,10 +61,10 @@ typedef struct {
 } DsaCheckpointWriter;
 
 /* Start checkpoint `name` in `out_dir` (created if needed). `name` must be a plain file
- * name (no '/', not starting with '.', not "latest"); a checkpoint OUT/<name> that exists
- * already is refused (DSA_ERR_IO, naming it). Removes the .tmp-* directories of saves
- * that did not finish, logging a warning for each (one saving process per OUT is
- * assumed). On failure there is nothing to abort (abort is still safe). */
+ * name (no '/', not starting with '.', not "latest", no ".incomplete"); a checkpoint
+ * OUT/<name> that exists already (after recovery) is refused (DSA_ERR_IO, naming it).
+ * Recovers OUT first (dsa_checkpoint_recover; one saving process per OUT is assumed).
+ * On failure there is nothing to abort (abort is still safe). */
 DsaStatus dsa_checkpoint_begin(DsaCheckpointWriter *w, const char *out_dir, const char *name);
 /* Path of `file_name` (a plain name) inside the temporary directory, written into buf
  * (cap bytes, which must fit it: a programming error otherwise) and returned. */
@@ -62,6 +79,12 @@ DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w);
 /* Remove the temporary directory and its files (after a failed save); a no-op when
  * there is none. Failures are logged, not returned. */
 void dsa_checkpoint_abort(DsaCheckpointWriter *w);
+
+/* Apply the resume rule above to the run directory `out_dir`: remove the temporaries
+ * of saves that did not finish and adopt (or set aside) a checkpoint that a stopped
+ * save renamed into place before switching `latest`. Logs a warning for everything it
+ * changes. Nothing to do (DSA_OK) when out_dir does not exist. Errors name the file. */
+DsaStatus dsa_checkpoint_recover(const char *out_dir);
 
 /* Resolve a user path to a checkpoint directory, written into dir (cap bytes): `path`
  * itself when it has manifest.json (or is a Hugging Face model directory, with

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -147,4 +149,44 @@ void dsa_remove_flat_dir(const char *dir) {
     }
     closedir(d);
     if (rmdir(dir) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", dir, strerror(errno));
+}
+
+bool dsa_pid_alive(long pid) {
+    if (pid <= 0) return false;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* The pid of a temporary name ".<name>.tmp.<pid>" whose <name> is `match` (exact) or
+ * starts with it, or -1 when `entry` is no such name. */
+static long temp_pid(const char *entry, const char *match, bool exact) {
+    size_t mlen = match ? strlen(match) : 0;
+    if (entry[0] != '.' || strncmp(entry + 1, match ? match : "", mlen) != 0) return -1;
+    const char *last = NULL;
+    for (const char *tag = strstr(entry + 1, ".tmp."); tag; tag = strstr(tag + 1, ".tmp.")) last = tag;
+    if (!last || last == entry + 1) return -1; /* the name itself may hold ".tmp.": take the last */
+    size_t nlen = (size_t)(last - entry - 1);
+    if (nlen < mlen || (exact && nlen != mlen)) return -1;
+    char *end = NULL;
+    long pid = strtol(last + 5, &end, 10);
+    return end != last + 5 && *end == '\0' && pid > 0 ? pid : -1;
+}
+
+int dsa_temp_remove_stale(const char *dir, const char *match, bool exact) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    char path[8192];
+    for (struct dirent *e; (e = readdir(d));) {
+        long pid = temp_pid(e->d_name, match, exact);
+        if (pid < 0 || pid == (long)getpid() || dsa_pid_alive(pid)) continue;
+        int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (n < 0 || (size_t)n >= sizeof path || lstat(path, &sb) != 0) continue;
+        dsa_log(DSA_LOG_WARN, "removing %s, left by process %ld that did not finish writing it", path, pid);
+        if (S_ISDIR(sb.st_mode)) dsa_remove_flat_dir(path);
+        else if (unlink(path) != 0) dsa_log(DSA_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+        removed++;
+    }
+    closedir(d);
+    return removed;
 }

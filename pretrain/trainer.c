@@ -506,6 +506,8 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
 
     const char *out_dir = cfg->train.out_dir;
+    /* a save stopped by a kill or a full disk: adopt its checkpoint (checkpoint.h) */
+    DSA_TRY_GOTO(st, dsa_checkpoint_recover(out_dir), out);
     if (opts->resume) {
         char dir[1024];
         DSA_TRY_GOTO(st, dsa_checkpoint_resolve(out_dir, dir, sizeof dir), out);
