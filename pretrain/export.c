@@ -188,6 +188,8 @@ DsaStatus dsa_export(const char *src, const char *out_dir, const DsaExportOption
         snprintf(parent, sizeof parent, "%s", tmp);
         *strrchr(parent, '/') = 0;
         DSA_TRY_GOTO(st, dsa_mkdir_p(parent), out);
+        /* the .DIR.tmp.PID of killed exports into the same DIR (fileutil.h) */
+        dsa_temp_remove_stale(parent, strrchr(target, '/') ? strrchr(target, '/') + 1 : target, true);
     }
     if (mkdir(tmp, 0755) != 0) DSA_FAIL_GOTO(st, out, DSA_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
     tmp_made = true;
