@@ -227,7 +227,13 @@ DsaStatus dsa_inspect_shard(const char *path, const DsaInspectOptions *o, DsaSha
     snprintf(s->path, sizeof s->path, "%s", path);
     DsaShard sh;
     DSA_TRY(dsa_shard_open(&sh, path));
-    DsaStatus st = DSA_OK;
+    DsaShardSetCheck set = {0};
+    DsaStatus st = dsa_shard_check_set(&set, &sh); /* a shard of an unfinished pack is refused */
+    dsa_shard_check_set_free(&set);
+    if (st != DSA_OK) {
+        dsa_shard_close(&sh);
+        return st;
+    }
     Histogram h = {0};
     DsaShardScratch *scratch = NULL;
     uint32_t *block = NULL, *check = NULL;

@@ -220,14 +220,19 @@ static DsaStatus open_shards(DsaLoader *l) {
     DSA_TRY(dsa_alloc((void **)&l->shards, (size_t)n * sizeof *l->shards, "shard table"));
     DSA_TRY(dsa_alloc((void **)&l->shard_start, (size_t)(n + 1) * sizeof *l->shard_start, "shard table"));
     l->shard_start[0] = 0;
-    for (int i = 0; i < n; i++) {
-        DSA_TRY(dsa_shard_open(&l->shards[i], l->opts.paths[i]));
+    DsaShardSetCheck set = {0}; /* each shard of a set must be listed by its finished set's manifest */
+    DsaStatus st = DSA_OK;
+    for (int i = 0; i < n && st == DSA_OK; i++) {
+        DSA_TRY_GOTO(st, dsa_shard_open(&l->shards[i], l->opts.paths[i]), done);
         l->num_shards = i + 1;
-        DSA_TRY(check_shard_agrees(l, &l->shards[i]));
+        DSA_TRY_GOTO(st, dsa_shard_check_set(&set, &l->shards[i]), done);
+        DSA_TRY_GOTO(st, check_shard_agrees(l, &l->shards[i]), done);
         l->shard_start[i + 1] = l->shard_start[i] + l->shards[i].num_tokens;
     }
     l->total_tokens = l->shard_start[n];
-    return DSA_OK;
+done:
+    dsa_shard_check_set_free(&set);
+    return st;
 }
 
 static DsaStatus size_windows(DsaLoader *l) {

@@ -11,6 +11,7 @@
 #include "data/pack.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -272,13 +273,47 @@ static void remove_shards(const char *prefix) {
     }
 }
 
+/* Is shard 0 of the prefix from a set whose pack did not finish (it names the manifest,
+ * which is missing)? */
+static bool interrupted_set(const char *shard0, const char *manifest) {
+    DsaShard sh;
+    if (dsa_shard_open(&sh, shard0) != DSA_OK) {
+        dsa_error_clear();
+        return false;
+    }
+    const char *base = strrchr(manifest, '/') ? strrchr(manifest, '/') + 1 : manifest;
+    bool ours = !strcmp(sh.meta.pack_manifest, base);
+    dsa_shard_close(&sh);
+    return ours;
+}
+
+/* Make the prefix free for this run: remove the temporaries of killed packs into it;
+ * refuse a finished set unless `overwrite`; replace an interrupted one (its manifest is
+ * missing) with a warning. The manifest goes first, so a set being replaced is never
+ * taken for a finished one. */
 static DsaStatus check_output(const DsaPackOptions *o) {
-    char path[DSA_PATH_CAP + 32];
-    dsa_shardset_path(path, sizeof path, o->out_prefix, 0);
-    if (access(path, F_OK) != 0) return DSA_OK;
-    if (!o->overwrite)
-        DSA_FAIL(DSA_ERR_ARG, "output shards already exist (%s); pass --force to replace them or choose another --out",
-                 path);
+    char shard0[DSA_PATH_CAP + 32], manifest[DSA_PATH_CAP + 32], dir[DSA_PATH_CAP], base[DSA_PATH_CAP + 2];
+    dsa_shardset_path(shard0, sizeof shard0, o->out_prefix, 0);
+    dsa_shardset_manifest_path(manifest, sizeof manifest, o->out_prefix);
+    const char *slash = strrchr(o->out_prefix, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->out_prefix) + (slash == o->out_prefix) : 1,
+             slash ? o->out_prefix : ".");
+    snprintf(base, sizeof base, "%s-", slash ? slash + 1 : o->out_prefix);
+    dsa_temp_remove_stale(dir, base, false);                                       /* .P-NNNNN.h5.tmp.PID */
+    dsa_temp_remove_stale(dir, strrchr(manifest, '/') ? strrchr(manifest, '/') + 1 : manifest, true);
+    bool have_shards = access(shard0, F_OK) == 0, have_manifest = access(manifest, F_OK) == 0;
+    if (have_shards && !o->overwrite) {
+        if (have_manifest || !interrupted_set(shard0, manifest))
+            DSA_FAIL(DSA_ERR_ARG,
+                     "output shards already exist (%s); pass --force to replace them or choose another --out", shard0);
+        dsa_log(DSA_LOG_WARN, "replacing the shards of %s: a pack that did not finish (%s is missing)", o->out_prefix,
+                manifest);
+    }
+    if (have_manifest) {
+        if (unlink(manifest) != 0)
+            DSA_FAIL(DSA_ERR_IO, "%s: cannot remove the old set manifest: %s", manifest, strerror(errno));
+        DSA_TRY(dsa_fsync_path(dir));
+    }
     remove_shards(o->out_prefix);
     return DSA_OK;
 }

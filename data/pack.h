@@ -26,8 +26,12 @@
  * without EOS is one document and needs 4x its token count in memory.
  *
  * NOTE: existing shards "<out>-00000.h5"... are refused unless `overwrite` is set (they
- * are then removed first), and a failed run removes the shards it wrote, so a prefix
- * never holds a mix of two runs or a partial run.
+ * are then removed first, their manifest before them), and a failed run removes the
+ * shards it wrote, so a prefix never holds a mix of two runs. A run that was killed
+ * leaves shards without the set's manifest "<out>.manifest.json" (written last,
+ * data/shard.h): readers refuse them by name, and the next run into the same prefix
+ * replaces them without --force (with a warning), after removing the hidden
+ * ".<out>-NNNNN.h5.tmp.PID" temporaries of the killed run.
  */
 #ifndef DSA_DATA_PACK_H
 #define DSA_DATA_PACK_H

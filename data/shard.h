@@ -8,7 +8,22 @@
  *   attributes on the root group:
  *                 vocab_size (uint64), eos_id (uint32), tokenizer (string),
  *                 format_version (uint32, DSA_SHARD_FORMAT_VERSION),
- *                 chunk_tokens (uint64, informative), zstd_level (int32, informative)
+ *                 chunk_tokens (uint64, informative), zstd_level (int32, informative),
+ *                 pack_manifest (string, only in a shard of a set: the file name of
+ *                 the set's manifest, in the shard's directory; see "sets" below)
+ * in the HDF5 1.10 file format (superblock version 3): every piece of HDF5 metadata
+ * (superblock, object headers with the attributes, chunk index) carries a checksum
+ * that HDF5 verifies before decoding it.
+ *
+ * NOTE (trust boundary): libhdf5 1.10.8 (Debian 12's) reads freed or out-of-range
+ * memory, or allocates what a size field says, when it decodes corrupt metadata of the
+ * older formats, which have no checksums (attribute messages reached through H5Aexists;
+ * the regression inputs are tests/data/shard-fuzz/). dsa_shard_open therefore refuses a
+ * file whose superblock is older than version 2 before HDF5 parses it, and checks
+ * HDF5's end-of-file address against the file size. Accidental damage (bit rot, a torn
+ * copy, truncation) is then caught by a checksum and reported by name; a file crafted
+ * to pass the checksums and exploit libhdf5 is not: a shard is trusted input, as any
+ * file HDF5 opens.
  *
  * Every document written by dsa_shard_writer ends with eos_id; a document longer than
  * a shard's budget is split across shards (its pieces are documents of their shards,
@@ -46,6 +61,7 @@ typedef struct {
     char tokenizer[DSA_TOKENIZER_NAME_CAP];  /* "bytes-v1", "synthetic-v1", or "external" */
     int64_t chunk_tokens;                    /* HDF5 chunk size, in tokens */
     int zstd_level;                          /* 1..22 */
+    char pack_manifest[DSA_TOKENIZER_NAME_CAP * 4]; /* the set's manifest file name; "" for a lone shard */
 } DsaShardMeta;
 
 /* Default meta: chunk_tokens and zstd_level at their defaults, tokenizer "external". */
@@ -75,6 +91,8 @@ DsaStatus dsa_shard_writer_append(DsaShardWriter *w, const uint32_t *tokens, int
 DsaStatus dsa_shard_writer_end_doc(DsaShardWriter *w, int with_eos);
 /* Tokens written so far, including the current document. */
 int64_t dsa_shard_writer_tokens(const DsaShardWriter *w);
+/* Documents so far, the open one included when it holds tokens. */
+int64_t dsa_shard_writer_docs(const DsaShardWriter *w);
 /* Flush, write /doc_offsets and attributes, fsync and rename into place; frees `w`.
  * An open document is ended without EOS. A shard with no tokens is an error (and no
  * file is left behind). */
@@ -82,12 +100,26 @@ DsaStatus dsa_shard_writer_close(DsaShardWriter *w);
 /* Give up: remove the temporary file and free `w` (NULL is a no-op). */
 void dsa_shard_writer_abort(DsaShardWriter *w);
 
-/* ---- writing a set of shards (what `dsa pack` produces) -------------------------- */
+/* ---- writing a set of shards (what `dsa pack` produces; data/shard_set.c) --------- *
+ *
+ * A set under prefix P is the shards P-00000.h5, P-00001.h5, ... and the manifest
+ * P.manifest.json, written last (atomically: temporary name, fsync, rename, fsync of the
+ * directory) when the set is closed:
+ *   {"format_version": 1, "shards": [{"file": "P-00000.h5", "tokens": N, "documents": D,
+ *    "bytes": B}, ...], "tokens": N, "documents": D, "vocab_size": V, "eos_id": E,
+ *    "tokenizer": T}
+ * Each shard of a set names its manifest in its pack_manifest attribute. A set whose
+ * writer stopped (a kill, a full disk, an error) has shards but no manifest: readers
+ * that check sets (dsa_shard_check_set: the loader, `dsa inspect`) refuse such a shard,
+ * naming the missing manifest. A shard written alone (dsa_shard_writer) has no
+ * pack_manifest and is complete by itself. */
+
+enum { DSA_SHARD_MANIFEST_VERSION = 1 };
 
 typedef struct {
     const char *out_prefix; /* shard i is "<out_prefix>-%05d.h5"; its directory is created */
     int64_t shard_tokens;   /* at most this many tokens per shard (>= 1) */
-    DsaShardMeta meta;
+    DsaShardMeta meta;      /* meta.pack_manifest is set by the set */
 } DsaShardSetOptions;
 
 typedef struct {
@@ -102,13 +134,15 @@ DsaStatus dsa_shardset_open(DsaShardSet **out, const DsaShardSetOptions *opts);
 /* Add one document's tokens (without EOS; EOS is appended). A document that does not
  * fit in the current shard starts a new shard; one longer than shard_tokens is split. */
 DsaStatus dsa_shardset_add_doc(DsaShardSet *set, const uint32_t *tokens, int64_t n);
-/* Close the last shard and report what was written; frees `set`. Zero documents in
- * total is an error. */
+/* Close the last shard, write the set's manifest and report what was written; frees
+ * `set`. Zero documents in total is an error. */
 DsaStatus dsa_shardset_close(DsaShardSet *set, DsaShardSetStats *stats);
 /* Remove the shard being written (earlier, finished shards stay) and free `set`. */
 void dsa_shardset_abort(DsaShardSet *set);
 /* Path of shard `index` for a prefix. */
 void dsa_shardset_path(char *buf, size_t cap, const char *out_prefix, int index);
+/* Path of the manifest of a prefix ("<out_prefix>.manifest.json"). */
+void dsa_shardset_manifest_path(char *buf, size_t cap, const char *out_prefix);
 
 /* ---- reading ---------------------------------------------------------------------- */
 
@@ -127,6 +161,7 @@ typedef struct {
     uint64_t *chunk_addr;      /* (num_chunks) file offset of each compressed chunk */
     uint32_t *chunk_bytes;     /* (num_chunks) compressed size */
     uint64_t compressed_bytes; /* sum of chunk_bytes */
+    uint64_t file_bytes;       /* size of the file */
     int fd;
 } DsaShard;
 
@@ -141,6 +176,19 @@ void dsa_shard_scratch_free(DsaShardScratch *scratch);
  * failure names the file and what was wrong. */
 DsaStatus dsa_shard_open(DsaShard *shard, const char *path);
 void dsa_shard_close(DsaShard *shard);
+
+/* The manifest of the set a shard belongs to, parsed once for consecutive shards of one
+ * set (callers keep one per loop; zero-initialize, free with dsa_shard_check_set_free). */
+typedef struct {
+    char path[DSA_PATH_CAP + 256]; /* of the parsed manifest; "" none */
+    void *root;                    /* its cJSON tree */
+} DsaShardSetCheck;
+
+/* A shard of a set (pack_manifest set) is complete only when its set's manifest exists
+ * and lists it with its token and document counts and byte size; errors name the shard
+ * and the manifest (its absence: the pack did not finish). A lone shard passes. */
+DsaStatus dsa_shard_check_set(DsaShardSetCheck *check, const DsaShard *shard);
+void dsa_shard_check_set_free(DsaShardSetCheck *check);
 
 /* Read tokens [start, start + count) into `out`. Decodes only the chunks the range
  * touches; checks every id < vocab_size. */

@@ -4,6 +4,13 @@
  * of the format and records the file offset and size of each compressed chunk. Reads
  * then use only pread and libzstd, which are thread-safe, so the loader's prefetch
  * thread never calls HDF5 (the Debian HDF5 build is not thread-safe).
+ *
+ * NOTE (corrupt files, shard.h "trust boundary"): before HDF5 sees a file, check_file
+ * reads its first 9 bytes itself: the HDF5 signature at byte 0 and a superblock version
+ * of at least 2, the formats whose metadata HDF5 checksums; the open(2) errno of an
+ * unreadable file is reported as such. After H5Fopen, HDF5's end-of-file address must
+ * equal the file size, and every allocation made from a count in the file (document
+ * offsets, the chunk index) is bounded by the file size before it is made.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -196,6 +203,12 @@ static DsaStatus read_attributes(DsaShard *s, hid_t file) {
     uint64_t level = 0;
     if (H5Aexists(file, "zstd_level") > 0) DSA_TRY(read_uint_attr(file, "zstd_level", &level, s->path));
     s->meta.zstd_level = (int)level;
+    if (H5Aexists(file, "pack_manifest") > 0) {
+        char *m = s->meta.pack_manifest;
+        DSA_TRY(read_string_attr(file, "pack_manifest", m, sizeof s->meta.pack_manifest, s->path));
+        if (!m[0] || strchr(m, '/') || !strcmp(m, ".") || !strcmp(m, ".."))
+            DSA_FAIL(DSA_ERR_FORMAT, "%s: attribute pack_manifest = \"%s\" is not a plain file name", s->path, m);
+    }
     return DSA_OK;
 }
 
@@ -226,6 +239,9 @@ static DsaStatus read_doc_offsets(DsaShard *s, hid_t file) {
     DSA_TRY(open_vector(file, "/doc_offsets", 8, s->path, &dset, &n));
     DsaStatus st = DSA_OK;
     if (n < 2) DSA_FAIL_GOTO(st, done, DSA_ERR_FORMAT, "%s: /doc_offsets has %lld entries, expected at least 2", s->path, (long long)n);
+    if ((uint64_t)n > s->file_bytes / 8) /* stored uncompressed: 8 bytes an entry */
+        DSA_FAIL_GOTO(st, done, DSA_ERR_FORMAT, "%s: /doc_offsets claims %lld entries, more than a %llu-byte file holds",
+                      s->path, (long long)n, (unsigned long long)s->file_bytes);
     DSA_TRY_GOTO(st, dsa_alloc((void **)&s->doc_offsets, (size_t)n * 8, "/doc_offsets"), done);
     s->num_docs = n - 1;
     if (H5Dread(dset, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->doc_offsets) < 0)
@@ -255,7 +271,10 @@ static DsaStatus read_chunk_index(DsaShard *s, hid_t file, hid_t tokens) {
     H5Pget_userblock(fcpl, &userblock);
     H5Pclose(fcpl);
     int64_t ct = s->meta.chunk_tokens;
-    s->num_chunks = (s->num_tokens + ct - 1) / ct;
+    s->num_chunks = s->num_tokens / ct + (s->num_tokens % ct != 0);
+    if ((uint64_t)s->num_chunks > (uint64_t)st_buf.st_size) /* every chunk takes at least one byte */
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: /tokens claims %lld tokens in %lld chunks, more than a %lld-byte file holds",
+                 s->path, (long long)s->num_tokens, (long long)s->num_chunks, (long long)st_buf.st_size);
     DSA_TRY(dsa_alloc((void **)&s->chunk_addr, (size_t)s->num_chunks * sizeof *s->chunk_addr, "chunk index"));
     DSA_TRY(dsa_alloc((void **)&s->chunk_bytes, (size_t)s->num_chunks * sizeof *s->chunk_bytes, "chunk index"));
     s->compressed_bytes = 0;
@@ -280,14 +299,45 @@ static DsaStatus read_chunk_index(DsaShard *s, hid_t file, hid_t tokens) {
     return DSA_OK;
 }
 
-/* Check the path names a readable HDF5 file before HDF5 sees it. */
-static DsaStatus check_file(const char *path) {
+/* Check the path names a readable HDF5 file in a checksummed format before HDF5 sees
+ * it (see the NOTE at the top). */
+static DsaStatus check_file(const char *path, uint64_t *bytes) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
     struct stat st;
     if (stat(path, &st) != 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot open shard: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) DSA_FAIL(DSA_ERR_IO, "%s: not a regular file", path);
     if (st.st_size == 0) DSA_FAIL(DSA_ERR_FORMAT, "%s: file is empty (0 bytes), not an HDF5 shard", path);
-    htri_t is_hdf5 = H5Fis_hdf5(path);
-    if (is_hdf5 <= 0) DSA_FAIL(DSA_ERR_FORMAT, "%s: not an HDF5 file (no HDF5 signature found)", path);
+    *bytes = (uint64_t)st.st_size;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot open shard for reading: %s", path, strerror(errno));
+    unsigned char head[9] = {0};
+    ssize_t got;
+    do got = pread(fd, head, sizeof head, 0);
+    while (got < 0 && errno == EINTR);
+    int err = errno;
+    close(fd);
+    if (got < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot read: %s", path, strerror(err));
+    if (got < (ssize_t)sizeof head || memcmp(head, sig, sizeof sig) != 0)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: not an HDF5 file (no HDF5 signature at byte 0)", path);
+    if (head[8] < 2)
+        DSA_FAIL(DSA_ERR_FORMAT,
+                 "%s: HDF5 superblock version %u, expected 2 or later: a file in the older HDF5 format has no "
+                 "metadata checksums, and libhdf5 cannot be trusted with it if it is damaged; write the shards again "
+                 "with this `dsa pack` (or convert one with `HDF5_PLUGIN_PATH=build/hdf5-plugin h5repack -L OLD NEW`)",
+                 path, head[8]);
+    return DSA_OK;
+}
+
+/* HDF5's end-of-file address must be the file size: a file cut short, or one with bytes
+ * appended, is refused before any of its metadata beyond the superblock is read. */
+static DsaStatus check_eof(const char *path, hid_t file) {
+    haddr_t eoa = HADDR_UNDEF;
+    hsize_t size = 0;
+    if (H5Fget_eoa(file, &eoa) < 0 || H5Fget_filesize(file, &size) < 0 || eoa == HADDR_UNDEF)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: HDF5 cannot tell the file's end-of-file address (corrupt superblock?)", path);
+    if ((uint64_t)eoa != (uint64_t)size)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: the file has %llu bytes but its HDF5 superblock says %llu (%s)", path,
+                 (unsigned long long)size, (unsigned long long)eoa, size < eoa ? "truncated" : "bytes appended");
     return DSA_OK;
 }
 
@@ -297,7 +347,7 @@ DsaStatus dsa_shard_open(DsaShard *s, const char *path) {
     DSA_TRY(dsa_h5z_zstd_register());
     if (strlen(path) >= sizeof s->path) DSA_FAIL(DSA_ERR_ARG, "shard path too long: %s", path);
     snprintf(s->path, sizeof s->path, "%s", path);
-    DSA_TRY(check_file(path));
+    DSA_TRY(check_file(path, &s->file_bytes));
     DsaStatus st = DSA_OK;
     hid_t tokens = -1;
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -306,6 +356,7 @@ DsaStatus dsa_shard_open(DsaShard *s, const char *path) {
         shard_h5_error_text(h5, sizeof h5);
         DSA_FAIL_GOTO(st, fail, DSA_ERR_FORMAT, "%s: HDF5 cannot open the file (truncated or corrupt?): %s", path, h5);
     }
+    DSA_TRY_GOTO(st, check_eof(path, file), fail);
     DSA_TRY_GOTO(st, read_attributes(s, file), fail);
     DSA_TRY_GOTO(st, open_vector(file, "/tokens", 4, path, &tokens, &s->num_tokens), fail);
     if (s->num_tokens == 0) DSA_FAIL_GOTO(st, fail, DSA_ERR_FORMAT, "%s: /tokens is empty (0 tokens)", path);

@@ -44,7 +44,13 @@ DsaShardMeta dsa_shard_meta_default(uint64_t vocab_size, uint32_t eos_id) {
 static pthread_once_t register_once = PTHREAD_ONCE_INIT;
 static herr_t register_result;
 
+/* NOTE: libhdf5 1.10.8 leaves a file whose H5Fclose failed (its final flush hit a full
+ * disk) half closed, and its exit handler, H5_term_library, then crashes closing it
+ * again. H5dont_atexit (before the library initializes) drops that handler: the process
+ * exits with the clean error, and other files work on after the failed close (measured
+ * by tests/reliability.sh's full-disk sweep of dsa pack). */
 static void register_filter(void) {
+    H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     register_result = H5Zregister(dsa_h5z_zstd_class);
 }
@@ -56,7 +62,7 @@ DsaStatus dsa_h5z_zstd_register(void) {
 }
 
 
-static DsaStatus validate_meta(const DsaShardMeta *meta, const char *path) {
+DsaStatus shard_validate_meta(const DsaShardMeta *meta, const char *path) {
     if (meta->vocab_size < 1 || meta->vocab_size > UINT32_MAX + 1ull)
         DSA_FAIL(DSA_ERR_ARG, "%s: vocab_size %llu out of range [1, 2^32]", path, (unsigned long long)meta->vocab_size);
     if (meta->eos_id >= meta->vocab_size)
@@ -67,6 +73,8 @@ static DsaStatus validate_meta(const DsaShardMeta *meta, const char *path) {
     if (meta->zstd_level < 1 || meta->zstd_level > 22)
         DSA_FAIL(DSA_ERR_ARG, "%s: zstd level %d out of range [1, 22]", path, meta->zstd_level);
     if (!meta->tokenizer[0]) DSA_FAIL(DSA_ERR_ARG, "%s: tokenizer name is empty", path);
+    if (memchr(meta->pack_manifest, 0, sizeof meta->pack_manifest) == NULL || strchr(meta->pack_manifest, '/'))
+        DSA_FAIL(DSA_ERR_ARG, "%s: pack manifest name is not a plain file name", path);
     return DSA_OK;
 }
 
@@ -91,7 +99,7 @@ static DsaStatus create_tokens_dataset(DsaShardWriter *w) {
 DsaStatus dsa_shard_writer_open(DsaShardWriter **out, const char *path, const DsaShardMeta *meta) {
     *out = NULL;
     DSA_TRY(dsa_h5z_zstd_register());
-    DSA_TRY(validate_meta(meta, path));
+    DSA_TRY(shard_validate_meta(meta, path));
     if (strlen(path) >= DSA_PATH_CAP) DSA_FAIL(DSA_ERR_ARG, "shard path too long: %s", path);
     DsaShardWriter *w = dsa_calloc(1, sizeof *w);
     if (!w) DSA_FAIL(DSA_ERR_NOMEM, "%s: out of memory for the shard writer", path);
@@ -104,12 +112,16 @@ DsaStatus dsa_shard_writer_open(DsaShardWriter **out, const char *path, const Ds
     w->doc_offsets = dsa_calloc((size_t)w->docs_cap, sizeof *w->doc_offsets);
     w->chunk = dsa_malloc((size_t)meta->chunk_tokens * sizeof *w->chunk);
     if (!w->doc_offsets || !w->chunk) DSA_FAIL_GOTO(st, fail, DSA_ERR_NOMEM, "%s: out of memory for buffers", path);
-    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->file < 0) {
-        char h5[512];
-        shard_h5_error_text(h5, sizeof h5);
-        DSA_FAIL_GOTO(st, fail, DSA_ERR_IO, "%s: cannot create (as %s): %s", path, w->tmp_path, h5);
-    }
+    /* NOTE: the HDF5 1.10 file format (superblock 3, object headers 2, chunk index by
+     * extensible array) checksums every piece of metadata, so HDF5 refuses a corrupt
+     * header before decoding it; shard_read.c refuses files without checksums. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0)
+        w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    char h5[512];
+    shard_h5_error_text(h5, sizeof h5); /* before H5Pclose, which clears HDF5's error stack */
+    if (fapl >= 0) H5Pclose(fapl);
+    if (w->file < 0) DSA_FAIL_GOTO(st, fail, DSA_ERR_IO, "%s: cannot create (as %s): %s", path, w->tmp_path, h5);
     DSA_TRY_GOTO(st, create_tokens_dataset(w), fail);
     *out = w;
     return DSA_OK;
@@ -141,6 +153,10 @@ static DsaStatus flush_chunk(DsaShardWriter *w) {
 }
 
 int64_t dsa_shard_writer_tokens(const DsaShardWriter *w) { return w->written + w->chunk_fill; }
+
+int64_t dsa_shard_writer_docs(const DsaShardWriter *w) {
+    return w->num_docs + (dsa_shard_writer_tokens(w) > w->doc_start ? 1 : 0);
+}
 
 DsaStatus dsa_shard_writer_append(DsaShardWriter *w, const uint32_t *tokens, int64_t n) {
     int64_t bad = dsa_tokens_first_out_of_range(tokens, n, w->meta.vocab_size);
@@ -179,9 +195,11 @@ static DsaStatus write_attr(hid_t file, const char *name, hid_t file_type, hid_t
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t attr = space >= 0 ? H5Acreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT) : -1;
     herr_t ok = attr >= 0 ? H5Awrite(attr, mem_type, value) : -1;
+    char h5[512] = "";
+    if (ok < 0) shard_h5_error_text(h5, sizeof h5); /* before the closes, which clear HDF5's error stack */
     if (attr >= 0) H5Aclose(attr);
     if (space >= 0) H5Sclose(space);
-    if (ok < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot write attribute %s", path, name);
+    if (ok < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot write attribute %s: %s", path, name, h5);
     return DSA_OK;
 }
 
@@ -192,9 +210,11 @@ static DsaStatus write_metadata(DsaShardWriter *w) {
                                          H5P_DEFAULT)
                             : -1;
     herr_t ok = dset >= 0 ? H5Dwrite(dset, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->doc_offsets) : -1;
+    char h5[512] = "";
+    if (ok < 0) shard_h5_error_text(h5, sizeof h5);
     if (dset >= 0) H5Dclose(dset);
     if (space >= 0) H5Sclose(space);
-    if (ok < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot write /doc_offsets", w->path);
+    if (ok < 0) DSA_FAIL(DSA_ERR_IO, "%s: cannot write /doc_offsets: %s", w->path, h5);
 
     uint32_t version = DSA_SHARD_FORMAT_VERSION;
     uint64_t chunk = (uint64_t)w->meta.chunk_tokens;
@@ -209,6 +229,10 @@ static DsaStatus write_metadata(DsaShardWriter *w) {
     DSA_TRY_GOTO(st, write_attr(w->file, "format_version", H5T_STD_U32LE, H5T_NATIVE_UINT32, &version, w->path), done);
     DSA_TRY_GOTO(st, write_attr(w->file, "chunk_tokens", H5T_STD_U64LE, H5T_NATIVE_UINT64, &chunk, w->path), done);
     DSA_TRY_GOTO(st, write_attr(w->file, "zstd_level", H5T_STD_I32LE, H5T_NATIVE_INT32, &level, w->path), done);
+    if (w->meta.pack_manifest[0]) {
+        H5Tset_size(str, strlen(w->meta.pack_manifest) + 1);
+        DSA_TRY_GOTO(st, write_attr(w->file, "pack_manifest", str, str, w->meta.pack_manifest, w->path), done);
+    }
 done:
     H5Tclose(str);
     return st;
@@ -222,9 +246,14 @@ DsaStatus dsa_shard_writer_close(DsaShardWriter *w) {
     DSA_TRY_GOTO(st, write_metadata(w), fail);
     herr_t ok = H5Dclose(w->tokens);
     w->tokens = -1;
-    if (ok >= 0) ok = H5Fclose(w->file);
+    if (ok >= 0) ok = H5Fclose(w->file); /* flushes HDF5's metadata */
     w->file = -1;
-    if (ok < 0) DSA_FAIL_GOTO(st, fail, DSA_ERR_IO, "%s: closing the HDF5 file failed", w->tmp_path);
+    if (ok < 0) {
+        char h5[512];
+        shard_h5_error_text(h5, sizeof h5);
+        DSA_FAIL_GOTO(st, fail, DSA_ERR_IO, "%s: writing the file (as %s) failed at close: %s", w->path, w->tmp_path,
+                      h5);
+    }
     DSA_TRY_GOTO(st, dsa_fsync_path(w->tmp_path), fail);
     DSA_TRY_GOTO(st, dsa_rename_durable(w->tmp_path, w->path), fail);
     w->tmp_path[0] = '\0';
@@ -243,99 +272,4 @@ void dsa_shard_writer_abort(DsaShardWriter *w) {
     dsa_free(w->chunk, (size_t)w->meta.chunk_tokens * sizeof *w->chunk);
     dsa_free(w->doc_offsets, (size_t)w->docs_cap * sizeof *w->doc_offsets);
     dsa_free(w, sizeof *w);
-}
-
-/* ---- shard sets ------------------------------------------------------------------- */
-
-struct DsaShardSet {
-    DsaShardSetOptions opts;
-    char prefix[DSA_PATH_CAP];
-    DsaShardWriter *current;
-    DsaShardSetStats stats;
-};
-
-void dsa_shardset_path(char *buf, size_t cap, const char *out_prefix, int index) {
-    snprintf(buf, cap, "%s-%05d.h5", out_prefix, index);
-}
-
-static DsaStatus open_next_shard(DsaShardSet *set) {
-    char path[DSA_PATH_CAP + 16];
-    dsa_shardset_path(path, sizeof path, set->prefix, set->stats.num_shards);
-    DSA_TRY(dsa_shard_writer_open(&set->current, path, &set->opts.meta));
-    set->stats.num_shards++;
-    return DSA_OK;
-}
-
-static DsaStatus close_current_shard(DsaShardSet *set) {
-    DsaShardWriter *w = set->current;
-    set->current = NULL;
-    set->stats.num_tokens += dsa_shard_writer_tokens(w);
-    DSA_TRY(dsa_shard_writer_close(w));
-    return DSA_OK;
-}
-
-DsaStatus dsa_shardset_open(DsaShardSet **out, const DsaShardSetOptions *opts) {
-    *out = NULL;
-    if (!opts->out_prefix || !*opts->out_prefix) DSA_FAIL(DSA_ERR_ARG, "no output prefix given for the shards");
-    if (strlen(opts->out_prefix) >= DSA_PATH_CAP - 16) DSA_FAIL(DSA_ERR_ARG, "output prefix too long: %s", opts->out_prefix);
-    if (opts->shard_tokens < 2) DSA_FAIL(DSA_ERR_ARG, "shard_tokens %lld must be >= 2", (long long)opts->shard_tokens);
-    DSA_TRY(validate_meta(&opts->meta, opts->out_prefix));
-    char dir[DSA_PATH_CAP];
-    snprintf(dir, sizeof dir, "%s", opts->out_prefix);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        DSA_TRY(dsa_mkdir_p(dir));
-    }
-    DsaShardSet *set = dsa_calloc(1, sizeof *set);
-    if (!set) DSA_FAIL(DSA_ERR_NOMEM, "out of memory for the shard set");
-    set->opts = *opts;
-    snprintf(set->prefix, sizeof set->prefix, "%s", opts->out_prefix);
-    set->opts.out_prefix = set->prefix;
-    *out = set;
-    return DSA_OK;
-}
-
-DsaStatus dsa_shardset_add_doc(DsaShardSet *set, const uint32_t *tokens, int64_t n) {
-    if (n <= 0) return DSA_OK;
-    int64_t limit = set->opts.shard_tokens;
-    /* Start a new shard when the document (with its EOS) does not fit in what is left. */
-    if (set->current && dsa_shard_writer_tokens(set->current) + n + 1 > limit) DSA_TRY(close_current_shard(set));
-    /* A document longer than a whole shard is split; only its last piece ends in EOS. */
-    while (1) {
-        if (!set->current) DSA_TRY(open_next_shard(set));
-        int64_t room = limit - dsa_shard_writer_tokens(set->current);
-        if (n + 1 <= room) break;
-        int64_t take = n < room ? n : room;
-        DSA_TRY(dsa_shard_writer_append(set->current, tokens, take));
-        DSA_TRY(dsa_shard_writer_end_doc(set->current, 0));
-        DSA_TRY(close_current_shard(set));
-        tokens += take;
-        n -= take;
-    }
-    DSA_TRY(dsa_shard_writer_append(set->current, tokens, n));
-    /* n == 0 here only when a split left nothing but the EOS: keep it as its own piece. */
-    if (n == 0) DSA_TRY(dsa_shard_writer_append(set->current, &set->opts.meta.eos_id, 1));
-    DSA_TRY(dsa_shard_writer_end_doc(set->current, n > 0));
-    set->stats.num_docs++;
-    return DSA_OK;
-}
-
-DsaStatus dsa_shardset_close(DsaShardSet *set, DsaShardSetStats *stats) {
-    DsaStatus st = DSA_OK;
-    if (set->stats.num_docs == 0)
-        DSA_FAIL_GOTO(st, fail, DSA_ERR_ARG, "%s: no documents to write (all inputs were empty)", set->prefix);
-    if (set->current) DSA_TRY_GOTO(st, close_current_shard(set), fail);
-    if (stats) *stats = set->stats;
-    dsa_free(set, sizeof *set);
-    return DSA_OK;
-fail:
-    dsa_shardset_abort(set);
-    return st;
-}
-
-void dsa_shardset_abort(DsaShardSet *set) {
-    if (!set) return;
-    dsa_shard_writer_abort(set->current);
-    dsa_free(set, sizeof *set);
 }

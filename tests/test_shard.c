@@ -175,11 +175,16 @@ static void test_missing_and_not_hdf5(void **state) {
     expect_open_error(empty, DSA_ERR_FORMAT, "empty");
 }
 
-/* Build an HDF5 file by hand: `tokens_type` < 0 omits /tokens. */
-static const char *write_custom(const char *name, hid_t tokens_type, int compress, int64_t ntokens, int with_offsets) {
+/* Build an HDF5 file by hand: `tokens_type` < 0 omits /tokens; `old_format` writes the
+ * HDF5 default (superblock 0, no metadata checksums) instead of the 1.10 format. */
+static const char *write_custom_as(const char *name, hid_t tokens_type, int compress, int64_t ntokens,
+                                   int with_offsets, int old_format) {
     assert_ok(dsa_h5z_zstd_register());
     const char *path = test_path(name);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (!old_format) H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (tokens_type >= 0) {
         hsize_t dims[1] = {(hsize_t)ntokens}, chunk[1] = {4};
         hid_t space = H5Screate_simple(1, dims, NULL);
@@ -228,6 +233,10 @@ static const char *write_custom(const char *name, hid_t tokens_type, int compres
     return path;
 }
 
+static const char *write_custom(const char *name, hid_t tokens_type, int compress, int64_t ntokens, int with_offsets) {
+    return write_custom_as(name, tokens_type, compress, ntokens, with_offsets, 0);
+}
+
 static void test_bad_datasets(void **state) {
     (void)state;
     expect_open_error(write_custom("notokens.h5", -1, 1, 16, 1), DSA_ERR_FORMAT, "dataset /tokens is missing");
@@ -240,6 +249,10 @@ static void test_bad_datasets(void **state) {
     DsaShard s;
     assert_ok(dsa_shard_open(&s, write_custom("good.h5", H5T_STD_U32LE, 1, 16, 1)));
     dsa_shard_close(&s);
+    /* the same file in the older HDF5 format (no metadata checksums) is refused before
+     * HDF5 parses it (data/shard.h, "trust boundary") */
+    expect_open_error(write_custom_as("old-format.h5", H5T_STD_U32LE, 1, 16, 1, 1), DSA_ERR_FORMAT,
+                      "old-format.h5: HDF5 superblock version 0, expected 2 or later");
 }
 
 static void set_attr_u64(const char *path, const char *name, uint64_t value) {
