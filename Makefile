@@ -4,6 +4,9 @@
 #   make deps       install the Debian packages the project needs (idempotent)
 #   make test       deps + build + the whole test suite (C unit tests, CLI tests, Python check)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make reliability  kill and full-disk faults at every file operation of train, convert,
+#                   export and pack (tests/reliability.sh, through tests/fault_shim.c)
+#   make fuzz       libFuzzer harnesses of the file parsers (tests/fuzz/), FUZZ_SECONDS each
 #   make demo       deps + build + the pipeline on generated data
 #   make bench      benchmarks, results appended to bench/RESULTS.md
 #   make clean
@@ -70,9 +73,10 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
+FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
 HEADERS  := $(foreach d,$(LIB_DIRS) tests,$(wildcard $(d)/*.h))
 
-.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity
+.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity reliability fuzz
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
 check-tools:
@@ -117,7 +121,13 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libdsa.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libdsa.a -o $@ $(LDLIBS)
 
-tests-build: all $(TESTS)
+# The fault injector of tests/reliability.sh, an LD_PRELOAD library: built without the
+# sanitizers (it is loaded into processes that may carry none).
+$(FAULT_SHIM): tests/fault_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -fPIC -shared $< -o $@ -ldl
+
+tests-build: all $(TESTS) $(FAULT_SHIM)
 
 deps:
 	@tools/install_deps.sh
@@ -137,6 +147,10 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 tests-build
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tests/run_tests.sh build-asan ""
+
+reliability: deps
+	@$(MAKE) --no-print-directory tests-build
+	@tests/reliability.sh $(BUILD)
 
 demo: deps
 	@$(MAKE) --no-print-directory all pyenv
