@@ -17,6 +17,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/mem.h"
 
 /* Dimensions used everywhere below, named as in DSA-SPEC. */
@@ -178,116 +179,151 @@ void dsa_model_reset_indexer_stats(DsaModel *m) {
 /* ---- workspace layout ------------------------------------------------------------ */
 
 /* Carve (or, with base NULL, only count) the workspace. Every buffer is rounded up to
- * 16 floats. Token ids live in the same arena (int32 is float-sized). */
+ * 16 floats. Token ids live in the same arena (int32 is float-sized).
+ * NOTE (overflow): every size is a product of config values, so it is built with the
+ * checked arithmetic of core/checked.h (mul2, mul3); an overflow sets `overflow` (and
+ * saturates), and the sub-layouts of other modules (MoE, indexer, attention scratch) are
+ * only asked for their sizes when a bound on their products fits (fits). */
 typedef struct {
     float *base;
     int64_t used;
+    bool overflow;
 } Carver;
 
 static float *carve(Carver *cv, int64_t floats) {
-    float *p = cv->base ? cv->base + cv->used : NULL;
-    cv->used += (floats + 15) / 16 * 16;
+    float *p = cv->base && !cv->overflow ? cv->base + cv->used : NULL;
+    cv->used = dsa_add_sticky(cv->used, dsa_add_sticky(floats, 15, &cv->overflow) / 16 * 16, &cv->overflow);
     return p;
+}
+
+static int64_t mul2(Carver *cv, int64_t a, int64_t b) { return dsa_mul_sticky(a, b, &cv->overflow); }
+static int64_t mul3(Carver *cv, int64_t a, int64_t b, int64_t c) { return mul2(cv, mul2(cv, a, b), c); }
+
+/* a · b · c, with room (x1024) for the sums of such terms a sub-layout adds, fits. */
+static bool fits(Carver *cv, int64_t a, int64_t b, int64_t c) {
+    bool of = false;
+    dsa_mul_sticky(dsa_mul_sticky(dsa_mul_sticky(a, b, &of), c, &of), 1024, &of);
+    cv->overflow |= of;
+    return !of && !cv->overflow;
+}
+
+static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+/* The MoE sub-layouts multiply tokens by top-k by the widest of the expert width, the
+ * shared width (moe_intermediate_size · n_shared_experts), D and the expert count. */
+static bool moe_fits(Carver *cv, const DsaModelConfig *c, int64_t tokens) {
+    int64_t shared = 0;
+    if (!dsa_mul_i64(c->moe_intermediate_size, c->n_shared_experts, &shared)) cv->overflow = true;
+    int64_t widest = max3(max3(c->moe_intermediate_size, shared, c->hidden_size), c->n_routed_experts, 1);
+    return fits(cv, tokens, c->num_experts_per_tok > 1 ? c->num_experts_per_tok : 1, widest);
 }
 
 static void layout_workspace(DsaModel *m, Carver *cv, const Dims *d) {
     for (int64_t l = 0; l < d->nL; l++) {
         DsaLayerActs *a = m->acts ? &m->acts[l] : &(DsaLayerActs){0};
-        a->h_in = carve(cv, d->N * d->D);
-        a->x = carve(cv, d->N * d->D);
+        a->h_in = carve(cv, mul2(cv, d->N, d->D));
+        a->x = carve(cv, mul2(cv, d->N, d->D));
         a->rstd1 = carve(cv, d->N);
         if (d->dq) {
-            a->qa = carve(cv, d->N * d->dq);
-            a->cq = carve(cv, d->N * d->dq);
+            a->qa = carve(cv, mul2(cv, d->N, d->dq));
+            a->cq = carve(cv, mul2(cv, d->N, d->dq));
             a->rstd_q = carve(cv, d->N);
         }
-        a->q = carve(cv, d->N * d->H * d->dqk);
-        a->ckv = carve(cv, d->N * d->dc);
-        a->c = carve(cv, d->N * d->dc);
+        a->q = carve(cv, mul3(cv, d->N, d->H, d->dqk));
+        a->ckv = carve(cv, mul2(cv, d->N, d->dc));
+        a->c = carve(cv, mul2(cv, d->N, d->dc));
         a->rstd_kv = carve(cv, d->N);
-        a->k = carve(cv, d->N * d->H * d->dqk);
-        a->v = carve(cv, d->N * d->H * d->dv);
-        a->o = carve(cv, d->N * d->H * d->dv);
-        a->lse = carve(cv, d->B * d->H * d->L);
-        a->h_mid = carve(cv, d->N * d->D);
-        a->x2 = carve(cv, d->N * d->D);
+        a->k = carve(cv, mul3(cv, d->N, d->H, d->dqk));
+        a->v = carve(cv, mul3(cv, d->N, d->H, d->dv));
+        a->o = carve(cv, mul3(cv, d->N, d->H, d->dv));
+        a->lse = carve(cv, mul3(cv, d->B, d->H, d->L));
+        a->h_mid = carve(cv, mul2(cv, d->N, d->D));
+        a->x2 = carve(cv, mul2(cv, d->N, d->D));
         a->rstd2 = carve(cv, d->N);
         if (is_moe(m, l)) {
-            DsaMoeShape ms = dsa_moe_shape(&m->cfg, d->N);
-            float *buf = carve(cv, dsa_moe_acts_floats(&ms));
-            if (buf) dsa_moe_acts_carve(&a->moe, buf, &ms);
+            if (moe_fits(cv, &m->cfg, d->N)) {
+                DsaMoeShape ms = dsa_moe_shape(&m->cfg, d->N);
+                float *buf = carve(cv, dsa_moe_acts_floats(&ms));
+                if (buf) dsa_moe_acts_carve(&a->moe, buf, &ms);
+            }
         } else {
-            a->gate = carve(cv, d->N * d->I);
-            a->up = carve(cv, d->N * d->I);
-            a->act = carve(cv, d->N * d->I);
+            a->gate = carve(cv, mul2(cv, d->N, d->I));
+            a->up = carve(cv, mul2(cv, d->N, d->I));
+            a->act = carve(cv, mul2(cv, d->N, d->I));
         }
         if (d->K) {
-            a->idx = (int32_t *)carve(cv, d->N * d->K);
-            a->qm = carve(cv, d->N * d->H * d->dm);
-            a->kvm = carve(cv, d->N * d->dm);
-            a->om = carve(cv, d->N * d->H * d->dc);
+            a->idx = (int32_t *)carve(cv, mul2(cv, d->N, d->K));
+            a->qm = carve(cv, mul3(cv, d->N, d->H, d->dm));
+            a->kvm = carve(cv, mul2(cv, d->N, d->dm));
+            a->om = carve(cv, mul3(cv, d->N, d->H, d->dc));
         }
     }
-    m->h_final = carve(cv, d->N * d->D);
-    m->xf = carve(cv, d->N * d->D);
+    m->h_final = carve(cv, mul2(cv, d->N, d->D));
+    m->xf = carve(cv, mul2(cv, d->N, d->D));
     m->rstdf = carve(cv, d->N);
-    m->logits = carve(cv, d->N * d->V);
+    m->logits = carve(cv, mul2(cv, d->N, d->V));
     m->losses = carve(cv, d->N);
     m->ce_lse = carve(cv, d->N);
-    m->rope_cos = carve(cv, d->L * d->dr / 2);
-    m->rope_sin = carve(cv, d->L * d->dr / 2);
+    m->rope_cos = carve(cv, mul2(cv, d->L, d->dr) / 2);
+    m->rope_sin = carve(cv, mul2(cv, d->L, d->dr) / 2);
     m->inputs = (int32_t *)carve(cv, d->N);
     m->targets = (int32_t *)carve(cv, d->N);
     /* scratch shared by all layers */
     int64_t wide = d->D > d->I ? d->D : d->I;
     int64_t qdim = d->dq > d->D ? d->dq : d->D;
-    m->dh = carve(cv, d->N * d->D);
-    m->dx = carve(cv, d->N * d->D);
-    m->dtmp = carve(cv, d->N * (wide > qdim ? wide : qdim));
-    m->dq = carve(cv, d->N * d->H * d->dqk);
-    m->dk = carve(cv, d->N * d->H * d->dqk);
-    m->dv = carve(cv, d->N * d->H * d->dv);
-    m->dkv = carve(cv, d->N * d->H * (d->dn + d->dv));
-    m->dkva = carve(cv, d->N * (d->dc + d->dr));
-    m->dc = carve(cv, d->N * d->dc);
-    m->dkr = carve(cv, d->N * d->dr);
-    m->dqa = carve(cv, d->N * (d->dq ? d->dq : 1));
-    m->dcq = carve(cv, d->N * (d->dq ? d->dq : 1));
-    m->dgate = carve(cv, d->N * d->I);
-    m->dup = carve(cv, d->N * d->I);
-    m->dact = carve(cv, d->N * d->I);
-    m->do_ = carve(cv, d->N * d->H * d->dv);
+    m->dh = carve(cv, mul2(cv, d->N, d->D));
+    m->dx = carve(cv, mul2(cv, d->N, d->D));
+    m->dtmp = carve(cv, mul2(cv, d->N, wide > qdim ? wide : qdim));
+    m->dq = carve(cv, mul3(cv, d->N, d->H, d->dqk));
+    m->dk = carve(cv, mul3(cv, d->N, d->H, d->dqk));
+    m->dv = carve(cv, mul3(cv, d->N, d->H, d->dv));
+    m->dkv = carve(cv, mul3(cv, d->N, d->H, d->dn + d->dv));
+    m->dkva = carve(cv, mul2(cv, d->N, d->dc + d->dr));
+    m->dc = carve(cv, mul2(cv, d->N, d->dc));
+    m->dkr = carve(cv, mul2(cv, d->N, d->dr));
+    m->dqa = carve(cv, mul2(cv, d->N, d->dq ? d->dq : 1));
+    m->dcq = carve(cv, mul2(cv, d->N, d->dq ? d->dq : 1));
+    m->dgate = carve(cv, mul2(cv, d->N, d->I));
+    m->dup = carve(cv, mul2(cv, d->N, d->I));
+    m->dact = carve(cv, mul2(cv, d->N, d->I));
+    m->do_ = carve(cv, mul3(cv, d->N, d->H, d->dv));
     DsaAttnShape shape = {.batch = d->B, .seq_len = d->L, .heads = d->H, .qk_dim = d->dqk, .v_dim = d->dv};
-    m->attn_scratch = carve(cv, m->be ? m->be->attention_scratch_floats(&shape) : d->B * d->H * d->L);
-    m->kv = carve(cv, d->N * d->H * (d->dn + d->dv));
-    m->kva = carve(cv, d->N * (d->dc + d->dr));
-    if (d->nL && is_moe(m, d->nL - 1)) { /* the last layer is MoE whenever any is */
+    if (fits(cv, d->N, d->H, 64))
+        m->attn_scratch = carve(cv, m->be ? m->be->attention_scratch_floats(&shape) : d->B * d->H * d->L);
+    m->kv = carve(cv, mul3(cv, d->N, d->H, d->dn + d->dv));
+    m->kva = carve(cv, mul2(cv, d->N, d->dc + d->dr));
+    if (d->nL && is_moe(m, d->nL - 1) && moe_fits(cv, &m->cfg, d->N)) { /* the last layer is MoE whenever any is */
         DsaMoeShape ms = dsa_moe_shape(&m->cfg, d->N);
         float *buf = carve(cv, dsa_moe_scratch_floats(&ms));
         if (buf) dsa_moe_scratch_carve(&m->moe_scr, buf, &ms);
     }
     if (d->K) {
         DsaIndexerShape is = indexer_shape(m, d);
-        float *ia = carve(cv, dsa_indexer_acts_floats(&is));
-        if (ia) dsa_indexer_acts_carve(&m->iacts, ia, &is);
-        m->idx_scores = carve(cv, d->N * d->K);
-        m->di_q = carve(cv, d->N * d->HI * d->dI);
-        m->di_k = carve(cv, d->N * d->dI);
-        m->di_w = carve(cv, d->N * d->HI);
+        if (fits(cv, d->N, d->HI + 2, d->dI + 2)) {
+            float *ia = carve(cv, dsa_indexer_acts_floats(&is));
+            if (ia) dsa_indexer_acts_carve(&m->iacts, ia, &is);
+        }
+        m->idx_scores = carve(cv, mul2(cv, d->N, d->K));
+        m->di_q = carve(cv, mul3(cv, d->N, d->HI, d->dI));
+        m->di_k = carve(cv, mul2(cv, d->N, d->dI));
+        m->di_w = carve(cv, mul2(cv, d->N, d->HI));
         int64_t w = d->dc > d->dn ? d->dc : d->dn;
         w = w > d->dv ? w : d->dv;
-        m->abs_a = carve(cv, d->N * w);
-        m->abs_b = carve(cv, d->N * w);
-        m->abs_c = carve(cv, d->N * w);
-        m->dqm = carve(cv, d->N * d->H * d->dm);
-        m->dkvm = carve(cv, d->N * d->dm);
-        m->dom = carve(cv, d->N * d->H * d->dc);
+        m->abs_a = carve(cv, mul2(cv, d->N, w));
+        m->abs_b = carve(cv, mul2(cv, d->N, w));
+        m->abs_c = carve(cv, mul2(cv, d->N, w));
+        m->dqm = carve(cv, mul3(cv, d->N, d->H, d->dm));
+        m->dkvm = carve(cv, mul2(cv, d->N, d->dm));
+        m->dom = carve(cv, mul3(cv, d->N, d->H, d->dc));
         DsaSparseAttnShape ss = sparse_shape(m, d);
-        m->sparse_scratch = carve(cv, (m->be ? m->be->sparse_attention_scratch_bytes(&ss) : 0) / 4 + 1);
+        if (fits(cv, d->N, max3(d->H, d->K, 64), 4))
+            m->sparse_scratch = carve(cv, (m->be ? m->be->sparse_attention_scratch_bytes(&ss) : 0) / 4 + 1);
     }
 }
 
 int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len, int64_t topk) {
+    int64_t tokens = 0, bytes = 0;
+    if (!dsa_mul_i64(batch, seq_len, &tokens)) return -1;
     DsaModel tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.cfg = *cfg;
@@ -297,17 +333,24 @@ int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int6
     Dims d = dims_of(&tmp);
     Carver cv = {0};
     layout_workspace(&tmp, &cv, &d);
-    return cv.used * (int64_t)sizeof(float);
+    return !cv.overflow && dsa_mul_i64(cv.used, (int64_t)sizeof(float), &bytes) ? bytes : -1;
 }
 
 DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len) {
     const int64_t topk = m->cfg.has_indexer ? m->mode.topk : 0;
     if (m->arena && m->batch == batch && m->seq_len == seq_len && m->ws_topk == topk) return DSA_OK;
+    int64_t tokens = 0;
+    if (!dsa_mul_i64(batch, seq_len, &tokens))
+        DSA_FAIL(DSA_ERR_RANGE, "activations for %lld x %lld tokens: the token count overflows 64 bits",
+                 (long long)batch, (long long)seq_len);
     free_workspace(m);
     m->batch = batch, m->seq_len = seq_len, m->ws_topk = topk;
     Dims d = dims_of(m);
     Carver cv = {0};
     layout_workspace(m, &cv, &d);
+    if (cv.overflow || cv.used > (int64_t)(SIZE_MAX / sizeof(float)))
+        DSA_FAIL(DSA_ERR_RANGE, "activations for %lld x %lld tokens: the workspace size overflows 64-bit arithmetic",
+                 (long long)batch, (long long)seq_len);
     m->acts = dsa_calloc((size_t)d.nL, sizeof *m->acts);
     m->arena = dsa_malloc((size_t)cv.used * sizeof(float));
     if (!m->acts || !m->arena) {

@@ -131,7 +131,8 @@ void dsa_model_free(DsaModel *m);
 /* Allocate the activation workspace for micro-batches of batch × seq_len tokens (a no-op
  * when already sized so). Errors name the bytes wanted. */
 DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len);
-/* Bytes the workspace for (batch, seq_len) needs with top-k k, without allocating. */
+/* Bytes the workspace for (batch, seq_len) needs with top-k k, without allocating; -1
+ * when a size overflows 64-bit arithmetic (dsa_model_reserve then refuses it). */
 int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int64_t seq_len, int64_t topk);
 
 /* Forward of batch sequences of seq_len tokens (inputs[b·L + t]); targets < 0 are not

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/mem.h"
 #include "core/rng.h"
 
@@ -58,12 +59,16 @@ static const struct {
 };
 
 /* Shape of a slot of layer `layer` (-1: globals) for model `m`; false when the model
- * has no such tensor there. */
-static bool slot_shape(const DsaModelConfig *m, int layer, DsaWeightSlot slot, int *ndim, int64_t shape[2]) {
+ * has no such tensor there. A product of config values that overflows sets *overflow
+ * (core/checked.h). */
+static bool slot_shape(const DsaModelConfig *m, int layer, DsaWeightSlot slot, int *ndim, int64_t shape[2],
+                       bool *overflow) {
     const int64_t D = m->hidden_size, H = m->num_attention_heads;
-    const int64_t dqk = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    const int64_t dqk = dsa_add_sticky(m->qk_nope_head_dim, m->qk_rope_head_dim, overflow);
     const bool moe = layer >= 0 && dsa_model_layer_is_moe(m, layer);
-    const int64_t Ie = m->moe_intermediate_size, Is = m->moe_intermediate_size * m->n_shared_experts;
+    const int64_t Ie = m->moe_intermediate_size, Is = dsa_mul_sticky(m->moe_intermediate_size, m->n_shared_experts, overflow);
+#define MUL(a, b) dsa_mul_sticky((a), (b), overflow)
+#define ADD(a, b) dsa_add_sticky((a), (b), overflow)
     int64_t r = 0, c = 0;
     switch (slot) {
     case DSA_W_EMBED:
@@ -81,16 +86,16 @@ static bool slot_shape(const DsaModelConfig *m, int layer, DsaWeightSlot slot, i
         break;
     case DSA_W_Q_B:
         if (!m->has_q_lora) return false;
-        r = H * dqk, c = m->q_lora_rank;
+        r = MUL(H, dqk), c = m->q_lora_rank;
         break;
     case DSA_W_Q:
         if (m->has_q_lora) return false;
-        r = H * dqk, c = D;
+        r = MUL(H, dqk), c = D;
         break;
-    case DSA_W_KV_A: r = m->kv_lora_rank + m->qk_rope_head_dim, c = D; break;
+    case DSA_W_KV_A: r = ADD(m->kv_lora_rank, m->qk_rope_head_dim), c = D; break;
     case DSA_W_KV_A_NORM: r = m->kv_lora_rank; break;
-    case DSA_W_KV_B: r = H * (m->qk_nope_head_dim + m->v_head_dim), c = m->kv_lora_rank; break;
-    case DSA_W_O: r = D, c = H * m->v_head_dim; break;
+    case DSA_W_KV_B: r = MUL(H, ADD(m->qk_nope_head_dim, m->v_head_dim)), c = m->kv_lora_rank; break;
+    case DSA_W_O: r = D, c = MUL(H, m->v_head_dim); break;
     case DSA_W_GATE:
     case DSA_W_UP:
         if (moe) return false;
@@ -128,7 +133,7 @@ static bool slot_shape(const DsaModelConfig *m, int layer, DsaWeightSlot slot, i
         break;
     case DSA_W_IDX_WQ_B:
         if (!m->has_indexer) return false;
-        r = m->index_n_heads * m->index_head_dim, c = m->has_q_lora ? m->q_lora_rank : D;
+        r = MUL(m->index_n_heads, m->index_head_dim), c = m->has_q_lora ? m->q_lora_rank : D;
         break;
     case DSA_W_IDX_WK:
         if (!m->has_indexer) return false;
@@ -145,6 +150,8 @@ static bool slot_shape(const DsaModelConfig *m, int layer, DsaWeightSlot slot, i
         break;
     default: return false;
     }
+#undef MUL
+#undef ADD
     *ndim = c ? 2 : 1;
     shape[0] = r, shape[1] = c ? c : 1;
     return true;
@@ -157,16 +164,19 @@ static bool slot_is_norm(DsaWeightSlot s) {
 
 bool dsa_param_slot_is_indexer(DsaWeightSlot s) { return s >= DSA_W_IDX_WQ_B && s <= DSA_W_IDX_WEIGHTS_PROJ; }
 
-static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot slot, int layer, int expert,
+/* Add the entry of (slot, layer, expert); false when its size (or the table's total)
+ * overflows 64-bit arithmetic, with the entry's name and shape filled in for the error. */
+static bool add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot slot, int layer, int expert,
                       const char *name) {
     DSA_ASSERT(t->count < t->capacity);
     DsaParamInfo *p = &t->info[t->count];
-    if (!slot_shape(m, layer, slot, &p->ndim, p->shape)) return;
+    bool overflow = false;
+    if (!slot_shape(m, layer, slot, &p->ndim, p->shape, &overflow)) return true; /* no such tensor here */
     snprintf(p->name, sizeof p->name, "%s", name);
     p->slot = slot;
     p->layer = layer;
     p->expert = expert;
-    p->numel = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
+    p->numel = dsa_mul_sticky(p->shape[0], p->ndim == 2 ? p->shape[1] : 1, &overflow);
     p->offset = t->total;
     p->is_norm = slot_is_norm(slot);
     p->is_bias = slot == DSA_W_IDX_K_NORM_BIAS || slot == DSA_W_ROUTER_BIAS;
@@ -174,8 +184,19 @@ static void add_entry(DsaParamTable *t, const DsaModelConfig *m, DsaWeightSlot s
     p->decay = !p->is_norm && !p->is_bias; /* DSA-SPEC §1: no decay on norms or biases */
     p->group = dsa_param_slot_is_indexer(slot) ? DSA_GROUP_INDEXER : DSA_GROUP_MAIN;
     /* NOTE: 16-float alignment keeps every tensor 64-byte aligned for vector loads. */
-    t->total += (p->numel + 15) / 16 * 16;
+    t->total = dsa_add_sticky(t->total, dsa_add_sticky(p->numel, 15, &overflow) / 16 * 16, &overflow);
+    if (overflow) return false;
     t->count++;
+    return true;
+}
+
+/* The error of an entry whose size overflows (add_entry returned false). */
+static DsaStatus overflow_error(const DsaParamTable *t) {
+    const DsaParamInfo *p = &t->info[t->count];
+    DSA_FAIL(DSA_ERR_CONFIG,
+             "model: tensor %s [%lld, %lld]: its element count, or the parameter count with it, overflows 64-bit "
+             "arithmetic (a size of the model section is out of range)",
+             p->name, (long long)p->shape[0], (long long)p->shape[1]);
 }
 
 DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m) {
@@ -186,34 +207,46 @@ DsaStatus dsa_param_table_build(DsaParamTable *t, const DsaModelConfig *m) {
     const int ne = (int)(sizeof expert_names / sizeof expert_names[0]);
     const int ns = (int)(sizeof shared_names / sizeof shared_names[0]);
     const int64_t experts = m->has_moe ? m->n_routed_experts : 0;
-    const int64_t max = 3 + m->num_hidden_layers * (nl + ne * experts + ns);
-    if (max > 0x7fffffff)
+    bool too_many = false;
+    const int64_t max = dsa_add_sticky(
+        3, dsa_mul_sticky(m->num_hidden_layers, dsa_add_sticky(nl + ns, dsa_mul_sticky(ne, experts, &too_many), &too_many), &too_many),
+        &too_many);
+    if (too_many || max > 0x7fffffff)
         DSA_FAIL(DSA_ERR_CONFIG, "model.num_hidden_layers = %lld with model.n_routed_experts = %lld: %lld tensors is "
                  "too many for the parameter table", (long long)m->num_hidden_layers, (long long)experts,
-                 (long long)max);
+                 (long long)(too_many ? INT64_MAX : max));
     t->info = dsa_calloc((size_t)max, sizeof *t->info);
     if (!t->info) DSA_FAIL(DSA_ERR_NOMEM, "parameter table of %lld entries", (long long)max);
     t->capacity = (int)max;
-    add_entry(t, m, DSA_W_EMBED, -1, -1, "model.embed_tokens.weight");
+#define ADD_ENTRY(...)                                  \
+    do {                                                \
+        if (!add_entry(t, m, __VA_ARGS__)) {            \
+            DsaStatus st_ = overflow_error(t);          \
+            dsa_param_table_free(t);                    \
+            return st_;                                 \
+        }                                               \
+    } while (0)
+    ADD_ENTRY(DSA_W_EMBED, -1, -1, "model.embed_tokens.weight");
     char name[DSA_PARAM_NAME_CAP];
     for (int l = 0; l < (int)m->num_hidden_layers; l++) {
         for (int i = 0; i < nl; i++) {
             snprintf(name, sizeof name, layer_names[i].fmt, l);
-            add_entry(t, m, layer_names[i].slot, l, -1, name);
+            ADD_ENTRY(layer_names[i].slot, l, -1, name);
         }
         if (!dsa_model_layer_is_moe(m, l)) continue;
         for (int j = 0; j < (int)experts; j++)
             for (int i = 0; i < ne; i++) {
                 snprintf(name, sizeof name, expert_names[i].fmt, l, j);
-                add_entry(t, m, expert_names[i].slot, l, j, name);
+                ADD_ENTRY(expert_names[i].slot, l, j, name);
             }
         for (int i = 0; i < ns; i++) {
             snprintf(name, sizeof name, shared_names[i].fmt, l);
-            add_entry(t, m, shared_names[i].slot, l, -1, name);
+            ADD_ENTRY(shared_names[i].slot, l, -1, name);
         }
     }
-    add_entry(t, m, DSA_W_FINAL_NORM, -1, -1, "model.norm.weight");
-    add_entry(t, m, DSA_W_LM_HEAD, -1, -1, "lm_head.weight");
+    ADD_ENTRY(DSA_W_FINAL_NORM, -1, -1, "model.norm.weight");
+    ADD_ENTRY(DSA_W_LM_HEAD, -1, -1, "lm_head.weight");
+#undef ADD_ENTRY
     return DSA_OK;
 }
 
