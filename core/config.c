@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/fileutil.h"
+#include "core/log.h"
 #include "core/mem.h"
 #include "core/strutil.h"
 
@@ -875,6 +876,49 @@ static DsaStatus normalize_model(const ParseCtx *c, cJSON *root) {
     return DSA_OK;
 }
 
+/* The keys that size a model: a config.json (or reference config) without one takes our
+ * DeepSeek-V3 (671B) default silently, which then fails on the first tensor shape; a
+ * warning names them (reference-code spelling second). MoE keys only matter with MoE. */
+static const struct {
+    const char *key, *alias;
+    bool moe;
+} size_keys[] = {
+    {"vocab_size", "vocab_size", false},
+    {"hidden_size", "dim", false},
+    {"intermediate_size", "inter_dim", false},
+    {"num_hidden_layers", "n_layers", false},
+    {"num_attention_heads", "n_heads", false},
+    {"q_lora_rank", "q_lora_rank", false},
+    {"kv_lora_rank", "kv_lora_rank", false},
+    {"qk_nope_head_dim", "qk_nope_head_dim", false},
+    {"qk_rope_head_dim", "qk_rope_head_dim", false},
+    {"v_head_dim", "v_head_dim", false},
+    {"n_routed_experts", "n_routed_experts", false},
+    {"moe_intermediate_size", "moe_inter_dim", true},
+    {"n_shared_experts", "n_shared_experts", true},
+    {"num_experts_per_tok", "n_activated_experts", true},
+    {"first_k_dense_replace", "n_dense_layers", true},
+};
+
+/* Warn, naming the file, about the size keys a raw model config leaves to defaults. */
+static void warn_defaulted(const ParseCtx *c, const cJSON *model) {
+    char names[512] = "", values[768] = "";
+    const cJSON *experts = get(model, "n_routed_experts");
+    bool moe = !cJSON_IsNull(experts); /* absent means the default, 256 experts */
+    for (size_t i = 0; i < sizeof size_keys / sizeof size_keys[0]; i++) {
+        if ((size_keys[i].moe && !moe) || get(model, size_keys[i].key) || get(model, size_keys[i].alias)) continue;
+        const KeyDesc *k = find_key(&model_table, size_keys[i].key);
+        size_t n = strlen(names), v = strlen(values);
+        snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", size_keys[i].key);
+        snprintf(values + v, sizeof values - v, "%s%s = %lld", v ? ", " : "", size_keys[i].key, LL(k ? k->def_i : 0));
+    }
+    if (names[0])
+        dsa_log(DSA_LOG_WARN,
+                "%s: no %s given: the DeepSeek-V3 (671B) defaults %s are used; a checkpoint whose tensors have "
+                "other shapes is refused at its first tensor",
+                c->source, names, values);
+}
+
 /* Bring any accepted shape into our format: {"model": {HF keys}, ...}. A file with none
  * of our top-level keys but with model_type, hidden_size or dim is a model config. */
 static DsaStatus normalize(const ParseCtx *c, cJSON **root) {
@@ -888,6 +932,7 @@ static DsaStatus normalize(const ParseCtx *c, cJSON **root) {
     bool raw = !ours && (get(*root, "model_type") || get(*root, "hidden_size") || get(*root, "dim"));
     if (raw) {
         bool hf = get(*root, "model_type") != NULL;
+        warn_defaulted(c, *root);
         cJSON *wrapped = cJSON_CreateObject();
         if (!wrapped || !cJSON_AddItemToObject(wrapped, "model", *root)) {
             cJSON_Delete(wrapped);

@@ -6,10 +6,17 @@
  *        Lines are read with getline, so a line may be any length. Every error names
  *        file:line (and the array element for ids).
  *
- * NOTE: cJSON strings end at NUL, so a "\u0000" escape ends a text record early.
+ * NOTE (NUL bytes): a JSON line holding a NUL character, as the escape \u0000 or as a raw
+ * byte (which JSON forbids inside a string), is refused naming file:line:column. cJSON
+ * keeps strings NUL-terminated without a length, so the bytes after a NUL would be lost
+ * without a word (the truncation `dsa pack` used to do); keeping them would need a JSON
+ * string decoder of our own. In text in the wild a NUL is corruption (a binary file, a
+ * mis-decoded UTF-16 one) far more often than content. The text format keeps every
+ * byte, NUL included (bytes-v1 token 0): a text file has no encoding to misread.
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +107,33 @@ static DsaStatus jsonl_ids(DsaPackSink *s, const cJSON *item, const char *path, 
     return DSA_OK;
 }
 
+/* Column (1-based) of the first NUL character of a JSON line: a raw NUL byte, or a \u0000
+ * escape (one preceded by an even number of backslashes); 0 when there is none. *raw
+ * says which. */
+static size_t find_nul(const char *text, size_t len, bool *raw) {
+    const char *z = memchr(text, 0, len);
+    for (size_t i = 0; i + 6 <= len && (!z || text + i < z); i++) {
+        if (text[i] != '\\') continue;
+        size_t run = 1;
+        while (i + run < len && text[i + run] == '\\') run++;
+        if (run % 2 == 1 && i + run + 5 <= len && text[i + run] == 'u' && !memcmp(text + i + run + 1, "0000", 4)) {
+            *raw = false;
+            return i + run; /* the backslash that starts the escape, 1-based */
+        }
+        i += run - 1;
+    }
+    *raw = true;
+    return z ? (size_t)(z - text) + 1 : 0;
+}
+
 static DsaStatus jsonl_line(DsaPackSink *s, const char *text, size_t len, const char *path, int64_t line) {
+    bool raw = false;
+    size_t nul = find_nul(text, len, &raw);
+    if (nul)
+        DSA_FAIL(DSA_ERR_FORMAT,
+                 "%s:%lld: %s at column %zu: dsa pack refuses NUL characters in JSON lines (the text would be cut "
+                 "there); remove them from the input, or pack it as --format text",
+                 path, (long long)line, raw ? "a raw NUL byte" : "a NUL character (\\u0000)", nul);
     const char *end = NULL;
     cJSON *obj = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!obj) {

@@ -365,9 +365,15 @@ DsaStatus dsa_pack_run(const DsaPackOptions *o, DsaShardSetStats *stats) {
     dsa_progress_start(&s.progress, "pack", o->format == DSA_PACK_SYNTHETIC ? "tokens" : "bytes",
                        inputs_total(&inputs, o), o->show_progress);
     DSA_TRY_GOTO(st, pack_inputs(&s, &inputs), fail);
-    if (!s.set)
-        DSA_FAIL_GOTO(st, fail, DSA_ERR_FORMAT, "no documents found in %d input%s (all empty); nothing to pack",
-                      inputs.count, inputs.count == 1 ? "" : "s");
+    if (!s.set) {
+        char names[600] = "";
+        for (int i = 0; i < inputs.count && strlen(names) < 400; i++) {
+            size_t n = strlen(names);
+            snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", inputs.items[i]);
+        }
+        DSA_FAIL_GOTO(st, fail, DSA_ERR_FORMAT, "no documents found in %s%s (%s empty); nothing to pack", names,
+                      strlen(names) >= 400 && inputs.count > 1 ? ", ..." : "", inputs.count == 1 ? "it is" : "all are");
+    }
     DsaShardSet *set = s.set;
     s.set = NULL;
     DSA_TRY_GOTO(st, dsa_shardset_close(set, stats), fail);

@@ -61,6 +61,7 @@ static DsaStatus add_argument(PathList *list, const char *arg) {
         if (S_ISDIR(st.st_mode)) return add_directory(list, arg);
         return list_add(list, arg);
     }
+    if (errno != ENOENT && errno != ENOTDIR) DSA_FAIL(DSA_ERR_IO, "%s: cannot access: %s", arg, strerror(errno));
     glob_t g;
     int rc = glob(arg, 0, NULL, &g);
     if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {

@@ -9,6 +9,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/safetensors.h"
+#include "pretrain/sizing.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/progress.h"
@@ -129,6 +130,8 @@ DsaStatus dsa_model_config_load(DsaModelConfig *m, const char *path) {
     cfg->data.seq_len = 1;
     for (int i = 0; i < cfg->num_stages; i++) cfg->stages[i].seq_len = 1;
     if (st == DSA_OK) st = dsa_config_validate(cfg);
+    DsaSizing z; /* sizes that overflow or could never be allocated, named by key and file */
+    if (st == DSA_OK) st = dsa_sizing_model(&cfg->model, path, &z);
     if (st == DSA_OK) *m = cfg->model;
     dsa_free(cfg, sizeof *cfg);
     return st;
@@ -202,13 +205,14 @@ DsaStatus dsa_model_hf_check(const DsaHfReader *r, const DsaModelConfig *cfg, co
             continue;
         }
         if (!h)
-            DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s is missing (the config expects shape %s)", r->dir, p->name,
+            DSA_FAIL(DSA_ERR_FORMAT, "%s/%s: tensor %s is missing (%s/config.json implies shape %s)", r->dir,
+                     r->sharded ? "model.safetensors.index.json" : "model.safetensors", p->name, r->dir,
                      dsa_shape_text(a, sizeof a, p->ndim, p->shape));
         bool same = h->ndim == p->ndim;
         for (int k = 0; same && k < p->ndim; k++) same = h->shape[k] == p->shape[k];
         if (!same)
-            DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s has shape %s, the config expects %s", dsa_hf_file_of(r, h),
-                     p->name, dsa_shape_text(a, sizeof a, h->ndim, h->shape),
+            DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s has shape %s, %s/config.json implies %s", dsa_hf_file_of(r, h),
+                     p->name, dsa_shape_text(a, sizeof a, h->ndim, h->shape), r->dir,
                      dsa_shape_text(b, sizeof b, p->ndim, p->shape));
         if (h->dtype != DSA_F32 && h->dtype != DSA_BF16 && h->dtype != DSA_F16 && h->dtype != DSA_F8_E4M3)
             DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s has dtype %s, expected a float weight (F32, BF16, F16 or F8_E4M3)",
@@ -236,10 +240,10 @@ DsaStatus dsa_model_hf_check(const DsaHfReader *r, const DsaModelConfig *cfg, co
         }
         if (!bsearch(&h->name, names, (size_t)t->count, sizeof *names, cmp_str_ptr))
             st = dsa_error_set(DSA_ERR_FORMAT, __FILE__, __LINE__,
-                               "%s: unexpected tensor %s (%s %s): not part of the model config.json describes (%lld "
+                               "%s: unexpected tensor %s (%s %s): not part of the model %s/config.json describes (%lld "
                                "layers, %s indexer, num_nextn_predict_layers %lld)",
                                dsa_hf_file_of(r, h), h->name, dsa_dtype_name(h->dtype),
-                               dsa_shape_text(a, sizeof a, h->ndim, h->shape), (long long)cfg->num_hidden_layers,
+                               dsa_shape_text(a, sizeof a, h->ndim, h->shape), r->dir, (long long)cfg->num_hidden_layers,
                                cfg->has_indexer ? "with" : "without", (long long)cfg->num_nextn_predict_layers);
     }
     dsa_free(names, ((size_t)t->count + 1) * sizeof *names);

@@ -56,7 +56,7 @@ static const char *slot_keys(DsaWeightSlot s, bool q_lora) {
 
 /* Values that must fit the types the code keeps them in, and a parameter table small
  * enough to build (the table is allocated before any tensor is sized). */
-static DsaStatus check_ranges(const DsaConfig *cfg) {
+static DsaStatus check_model_ranges(const DsaConfig *cfg) {
     const char *src = cfg->source;
     const DsaModelConfig *m = &cfg->model;
     bool of = false;
@@ -73,6 +73,11 @@ static DsaStatus check_ranges(const DsaConfig *cfg) {
     if (m->has_moe && m->n_routed_experts > DSA_SIZING_MAX_EXPERTS)
         DSA_FAIL(DSA_ERR_CONFIG, "%s: model.n_routed_experts = %lld is out of range: at most %d routed experts", src,
                  (long long)m->n_routed_experts, DSA_SIZING_MAX_EXPERTS);
+    return DSA_OK;
+}
+
+static DsaStatus check_run_ranges(const DsaConfig *cfg) {
+    const char *src = cfg->source;
     if (cfg->train.threads > DSA_SIZING_MAX_THREADS)
         DSA_FAIL(DSA_ERR_CONFIG, "%s: train.threads = %lld is out of range: at most %d", src,
                  (long long)cfg->train.threads, DSA_SIZING_MAX_THREADS);
@@ -178,15 +183,20 @@ static const SizeKey size_keys[] = {
 };
 #undef MK
 
-/* The bytes of one step, or INT64_MAX when a size overflows; raises no error. */
-static int64_t step_bytes_quiet(const DsaConfig *cfg) {
+/* The bytes of one step (model_only: of one parameter copy), or INT64_MAX when a size
+ * overflows; raises no error. */
+static int64_t step_bytes_quiet(const DsaConfig *cfg, bool model_only) {
     DsaSizing z;
-    DsaStatus st = check_ranges(cfg);
+    memset(&z, 0, sizeof z);
+    DsaStatus st = check_model_ranges(cfg);
+    if (st == DSA_OK && !model_only) st = check_run_ranges(cfg);
     if (st == DSA_OK) st = size_parameters(cfg, &z);
-    if (st == DSA_OK) st = size_stages(cfg, &z);
+    if (st == DSA_OK && !model_only) st = size_stages(cfg, &z);
     bool of = st != DSA_OK;
     dsa_error_clear();
-    int64_t total = dsa_add_sticky(dsa_mul_sticky(z.param_bytes, 4, &of), dsa_add_sticky(z.workspace_bytes, z.token_bytes, &of), &of);
+    int64_t total = model_only ? z.param_bytes
+                               : dsa_add_sticky(dsa_mul_sticky(z.param_bytes, 4, &of),
+                                                dsa_add_sticky(z.workspace_bytes, z.token_bytes, &of), &of);
     return of ? INT64_MAX : total;
 }
 
@@ -194,7 +204,7 @@ static int64_t step_bytes_quiet(const DsaConfig *cfg) {
  * for stage keys) and the step re-sized; the keys whose change alone makes it fit (or,
  * if none does, those whose change shrinks it most) are named with their values, in a
  * context line of the current error. */
-static void name_culprits(const DsaConfig *cfg) {
+static void name_culprits(const DsaConfig *cfg, bool model_only) {
     DsaConfig *probe = dsa_malloc(sizeof *probe);
     if (!probe) return;
     enum { N = sizeof size_keys / sizeof size_keys[0] };
@@ -204,10 +214,12 @@ static void name_culprits(const DsaConfig *cfg) {
     DsaStatus status = dsa_error_status();
     int64_t best = INT64_MAX;
     for (int i = 0; i < N; i++) {
+        after[i] = INT64_MAX;
+        if (model_only && strncmp(size_keys[i].key, "model.", 6) != 0) continue;
         memcpy(probe, cfg, sizeof *probe);
         for (int sidx = 0; sidx < (size_keys[i].stage ? cfg->num_stages : 1); sidx++)
             *(int64_t *)((char *)probe + size_keys[i].off + (size_t)sidx * sizeof probe->stages[0]) = 1;
-        after[i] = step_bytes_quiet(probe);
+        after[i] = step_bytes_quiet(probe, model_only);
         if (after[i] < best) best = after[i];
     }
     dsa_error_restore(status, saved);
@@ -234,13 +246,30 @@ static void name_culprits(const DsaConfig *cfg) {
                        any_fits ? "fit" : "shrink most", names);
 }
 
+DsaStatus dsa_sizing_model(const DsaModelConfig *m, const char *source, DsaSizing *out) {
+    memset(out, 0, sizeof *out);
+    DsaConfig *cfg = dsa_malloc(sizeof *cfg);
+    if (!cfg) DSA_FAIL(DSA_ERR_NOMEM, "%s: sizing the model", source);
+    DsaStatus st = dsa_config_defaults(cfg);
+    cfg->model = *m;
+    snprintf(cfg->source, sizeof cfg->source, "%s", source);
+    if (st == DSA_OK) st = check_model_ranges(cfg);
+    if (st == DSA_OK) {
+        st = size_parameters(cfg, out);
+        if (st != DSA_OK) name_culprits(cfg, true);
+    }
+    dsa_free(cfg, sizeof *cfg);
+    return st;
+}
+
 DsaStatus dsa_sizing_train(const DsaConfig *cfg, DsaSizing *out) {
     memset(out, 0, sizeof *out);
-    DSA_TRY(check_ranges(cfg));
+    DSA_TRY(check_model_ranges(cfg));
+    DSA_TRY(check_run_ranges(cfg));
     DsaStatus st = size_parameters(cfg, out);
     if (st == DSA_OK) st = size_stages(cfg, out);
     if (st != DSA_OK) {
-        name_culprits(cfg);
+        name_culprits(cfg, false);
         return st;
     }
     bool of = false;
@@ -252,6 +281,6 @@ DsaStatus dsa_sizing_train(const DsaConfig *cfg, DsaSizing *out) {
     snprintf(keys, sizeof keys, "%lld parameters, stage %d's activations and token buffers",
              (long long)out->parameters, out->workspace_stage);
     st = check_alloc(cfg, of ? -1 : out->step_bytes, "the host memory of one training step", keys);
-    if (st != DSA_OK) name_culprits(cfg);
+    if (st != DSA_OK) name_culprits(cfg, false);
     return st;
 }

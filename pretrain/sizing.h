@@ -51,4 +51,8 @@ typedef struct {
  * Errors name cfg->source, the key and the figure. */
 DsaStatus dsa_sizing_train(const DsaConfig *cfg, DsaSizing *out);
 
+/* The model section alone (a checkpoint's config.json, `source`): the range checks of
+ * the model keys and the parameter table; fills parameters, tensors and param_bytes. */
+DsaStatus dsa_sizing_model(const DsaModelConfig *m, const char *source, DsaSizing *out);
+
 #endif

@@ -635,7 +635,7 @@ static void test_errors(void **state) {
     o.vocab_size = 1000;
     assert_fails_with(dsa_pack_run(&o, NULL), DSA_ERR_ARG, "bytes-v1");
     o.vocab_size = 0;
-    assert_fails_with(dsa_pack_run(&o, NULL), DSA_ERR_FORMAT, "no documents found in 1 input");
+    assert_fails_with(dsa_pack_run(&o, NULL), DSA_ERR_FORMAT, "empty.txt (it is empty)");
     mkdir(test_path("emptydir"), 0755);
     inputs[0] = test_path("emptydir");
     assert_fails_with(dsa_pack_run(&o, NULL), DSA_ERR_IO, "emptydir holds no regular files");
