@@ -243,11 +243,13 @@ static DsaStatus size_windows(DsaLoader *l) {
                  "a window of seq_len + 1 = %lld tokens is longer than the data: %d shard(s) starting with %s hold "
                  "%lld tokens",
                  (long long)(o->seq_len + 1), l->num_shards, o->paths[0], (long long)l->total_tokens);
-    if (l->num_windows > (int64_t)UINT32_MAX) DSA_FAIL(DSA_ERR_RANGE, "more than 2^32 windows; use a longer seq_len");
+    if (l->num_windows > (int64_t)UINT32_MAX)
+        DSA_FAIL(DSA_ERR_RANGE, "%d shard(s) starting with %s hold %lld windows of seq_len %lld, more than 2^32; use a "
+                 "longer seq_len", l->num_shards, o->paths[0], (long long)l->num_windows, (long long)o->seq_len);
     l->rank_windows = l->num_windows / o->world;
     if (l->rank_windows == 0)
-        DSA_FAIL(DSA_ERR_RANGE, "the data holds %lld windows of %lld tokens, fewer than the %d ranks", (long long)l->num_windows,
-                 (long long)(o->seq_len + 1), o->world);
+        DSA_FAIL(DSA_ERR_RANGE, "%d shard(s) starting with %s hold %lld windows of %lld tokens, fewer than the %d ranks",
+                 l->num_shards, o->paths[0], (long long)l->num_windows, (long long)(o->seq_len + 1), o->world);
     return DSA_OK;
 }
 
@@ -338,7 +340,8 @@ DsaStatus dsa_loader_seek(DsaLoader *l, const DsaLoaderCursor *c) {
 #define CHECK_FIELD(field, fmt, cast)                                                                             \
     if (c->field != mine.field)                                                                                   \
         DSA_FAIL(DSA_ERR_FORMAT, "data cursor was saved with " #field " = " fmt " but the loader has " #field " = " fmt \
-                 "; resuming needs the same data and data options", (cast)c->field, (cast)mine.field);
+                 " (%d shard(s) starting with %s); resuming needs the same data and data options", (cast)c->field,     \
+                 (cast)mine.field, l->num_shards, l->opts.paths[0]);
     CHECK_FIELD(seed, "%llu", unsigned long long)
     CHECK_FIELD(seq_len, "%lld", long long)
     CHECK_FIELD(world, "%d", int)
@@ -347,8 +350,8 @@ DsaStatus dsa_loader_seek(DsaLoader *l, const DsaLoaderCursor *c) {
     CHECK_FIELD(total_tokens, "%lld", long long)
 #undef CHECK_FIELD
     if (c->position >= (uint64_t)l->rank_windows)
-        DSA_FAIL(DSA_ERR_FORMAT, "data cursor position %llu is past the %lld windows of an epoch",
-                 (unsigned long long)c->position, (long long)l->rank_windows);
+        DSA_FAIL(DSA_ERR_FORMAT, "data cursor position %llu is past the %lld windows of an epoch of %s (%d shard(s))",
+                 (unsigned long long)c->position, (long long)l->rank_windows, l->opts.paths[0], l->num_shards);
     stop_thread(l);
     l->produced = l->consumed = l->released = 0;
     l->holding = 0;
