@@ -5,13 +5,15 @@
 #   make test       deps + build + the whole test suite (C unit tests, CLI tests, Python check)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make reliability  kill and full-disk faults at every file operation of train, convert,
-#                   export and pack (tests/reliability.sh, through tests/fault_shim.c)
+#                   export and pack (tests/reliability.sh, through tests/fault_shim.c; also
+#                   part of make test and make asan)
 #   make fuzz       libFuzzer harnesses of the file parsers (tests/fuzz/), FUZZ_SECONDS each
 #   make demo       deps + build + the pipeline on generated data
 #   make bench      benchmarks, results appended to bench/RESULTS.md
 #   make clean
 #
-# Knobs: CUDA=0 (skip nvcc even when found), WERROR=0 (warnings not fatal), BUILD=dir.
+# Knobs: CUDA=0 (skip nvcc even when found), WERROR=0 (warnings not fatal), BUILD=dir,
+# FUZZ_SECONDS=N (make fuzz: seconds per harness, default 30).
 
 BUILD   ?= build
 CUDA    ?= auto
@@ -42,6 +44,18 @@ CFLAGS  += -Werror
 endif
 # The HDF5 plugin is loaded into stock HDF5 tools, which carry no sanitizer runtime.
 PLUGIN_CFLAGS := $(CFLAGS)
+# FUZZ=1 (make fuzz sets it, with CC=clang): libFuzzer coverage and ASan + UBSan in every
+# object; OpenMP through libgomp, the runtime OpenBLAS uses too.
+# The numeric kernels (kernels/, indexer/) use GCC vector builtins: gcc compiles them,
+# uninstrumented; the parsers under test are all clang-compiled.
+ifeq ($(FUZZ),1)
+GCC_CFLAGS := $(CFLAGS)
+CFLAGS  := $(filter-out -fopenmp,$(CFLAGS)) -fopenmp=libgomp -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
+LDLIBS  := $(filter-out -fopenmp,$(LDLIBS)) -fopenmp=libgomp -fsanitize=address,undefined
+CUDA    := 0
+$(BUILD)/obj/kernels/%.o $(BUILD)/obj/indexer/%.o: override CC := gcc
+$(BUILD)/obj/kernels/%.o $(BUILD)/obj/indexer/%.o: CFLAGS := $(GCC_CFLAGS)
+endif
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -O1
 LDLIBS  += -fsanitize=address,undefined
@@ -76,7 +90,7 @@ PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
 HEADERS  := $(foreach d,$(LIB_DIRS) tests,$(wildcard $(d)/*.h))
 
-.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity reliability fuzz
+.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
 check-tools:
@@ -127,6 +141,9 @@ $(FAULT_SHIM): tests/fault_shim.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -fPIC -shared $< -o $@ -ldl
 
+# The replay of the fuzz harnesses includes them.
+$(BUILD)/tests/test_fuzz_replay: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+
 tests-build: all $(TESTS) $(FAULT_SHIM)
 
 deps:
@@ -147,6 +164,24 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 tests-build
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tests/run_tests.sh build-asan ""
+
+# libFuzzer harnesses (tests/fuzz/): the safetensors header, the HF index JSON, the config
+# loader, the Megatron .idx reader, shard opening and attribute validation. Each runs
+# FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/); crash inputs land in
+# build-fuzz/crashes/ (tests/fuzz/README.md: they become regression cases). Needs clang
+# and libFuzzer, which tests/fuzz/deps.sh installs when missing.
+FUZZ_SECONDS ?= 30
+FUZZERS := safetensors hf_index config megatron_idx shard
+fuzz:
+	@tests/fuzz/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang FUZZ=1 WERROR=$(WERROR) fuzz-build
+	@tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS) $(FUZZERS)
+
+fuzz-build: $(BUILD)/libdsa.a $(FUZZERS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)/libdsa.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $< $(BUILD)/libdsa.a -o $@ $(LDLIBS)
 
 reliability: deps
 	@$(MAKE) --no-print-directory tests-build
@@ -173,4 +208,4 @@ parity: deps
 	@tools/parity.sh $(BUILD) $(TORCH_ENV)
 
 clean:
-	rm -rf build build-asan build.config.txt build-asan.config.txt
+	rm -rf build build-asan build-fuzz build.config.txt build-asan.config.txt build-fuzz.config.txt
