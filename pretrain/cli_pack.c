@@ -18,8 +18,10 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa pack --format FMT --out PREFIX [options] INPUT...\n\n"
             "Packs documents into HDF5 token shards PREFIX-00000.h5, PREFIX-00001.h5, ... (uint32\n"
-            "tokens, zstd chunks, every document ended by EOS). INPUT is a file or a directory\n"
-            "(its regular files, sorted by name).\n\n"
+            "tokens, zstd chunks, every document ended by EOS) and, last, PREFIX.manifest.json,\n"
+            "which marks the set finished (readers refuse the shards of a pack that was stopped;\n"
+            "running the same pack again replaces them). INPUT is a file or a directory (its\n"
+            "regular files, sorted by name). JSON lines holding a NUL character are refused.\n\n"
             "formats:\n"
             "  text       each file is one document, byte-tokenized (bytes-v1: vocab 257, EOS 256)\n"
             "  jsonl      one JSON object per line: {\"text\": \"...\"} (byte-tokenized) or\n"
@@ -40,7 +42,7 @@ static void usage(FILE *out) {
             "  --tokenizer NAME      pre-tokenized formats: name stored in the shards (default external)\n"
             "  --text-key KEY        jsonl: key of the text (default text; '' for none)\n"
             "  --ids-key KEY         jsonl: key of the token ids (default input_ids; '' for none)\n"
-            "  --force               replace existing shards PREFIX-*.h5\n"
+            "  --force               replace the existing finished set PREFIX-*.h5\n"
             "  --quiet               no progress line\n\n"
             "synthetic options:\n"
             "  --tokens N            total tokens, rounded up to whole documents (default 16Mi)\n"
@@ -163,8 +165,10 @@ static void print_summary(const DsaPackOptions *o, const DsaShardSetStats *stats
         if (stat(last, &sb) == 0) disk += sb.st_size;
     }
     dsa_shardset_path(first, sizeof first, o->out_prefix, 0);
-    printf("dsa pack: %d shard%s (%s%s%s)\n", stats->num_shards, stats->num_shards == 1 ? "" : "s", first,
-           stats->num_shards > 1 ? " .. " : "", stats->num_shards > 1 ? last : "");
+    char manifest[DSA_PATH_CAP + 32];
+    dsa_shardset_manifest_path(manifest, sizeof manifest, o->out_prefix);
+    printf("dsa pack: %d shard%s (%s%s%s), set manifest %s\n", stats->num_shards, stats->num_shards == 1 ? "" : "s",
+           first, stats->num_shards > 1 ? " .. " : "", stats->num_shards > 1 ? last : "", manifest);
     printf("  documents  %lld\n  tokens     %lld (including one EOS per document)\n", (long long)stats->num_docs,
            (long long)stats->num_tokens);
     printf("  on disk    %.2f MiB (%.2f bits/token; raw uint32 is 32)\n", (double)disk / (1 << 20),
