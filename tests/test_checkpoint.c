@@ -35,30 +35,10 @@ static const char *handmade(const char *name, const char *header, const void *da
     return path;
 }
 
-/* Replace the file at `path` with `text`. */
-static void put_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
 static char *slurp(const char *path, size_t *n) {
     char *text = NULL;
     assert_ok(dsa_file_read_all(path, &text, n));
     return text;
-}
-
-static void read_text(const char *path, char *buf, size_t cap) {
-    size_t n = 0;
-    char *text = slurp(path, &n);
-    snprintf(buf, cap, "%s", text);
-    dsa_free(text, n + 1);
-}
-
-static bool exists(const char *path) {
-    struct stat sb;
-    return lstat(path, &sb) == 0;
 }
 
 /* Entries of `dir` whose name starts with `prefix`. */
@@ -401,7 +381,7 @@ static void test_write_refuses(void **state) {
     const char *keys[] = {"k", "k"}, *values[] = {"1", "2"};
     assert_fails_with(dsa_safetensors_write(path, NULL, 0, keys, values, 2), DSA_ERR_ARG,
                       "metadata key \"k\" given twice");
-    assert_false(exists(path));
+    assert_false(test_exists(path));
     DsaStTensorRef ok[] = {{"o", DSA_F32, 1, {2}, a}};
     assert_fails_with(dsa_safetensors_write(test_path("no/such/dir.safetensors"), ok, 1, NULL, NULL, 0), DSA_ERR_IO,
                       "no/such/dir.safetensors: cannot create");
@@ -428,11 +408,11 @@ static void test_commit_and_latest(void **state) {
     char latest_path[1024], buf[4096], dir[1024], path[1100];
     snprintf(latest_path, sizeof latest_path, "%s/latest", out);
     save(out, "step-1", "one");
-    read_text(latest_path, buf, sizeof buf);
+    test_read_text(latest_path, buf, sizeof buf);
     assert_string_equal(buf, "step-1\n");
     /* the manifest lists every file with its size and CRC32 */
     snprintf(path, sizeof path, "%s/step-1/manifest.json", out);
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_non_null(strstr(buf, "\"format_version\":\t1"));
     assert_non_null(strstr(buf, "\"a.txt\":"));
     assert_non_null(strstr(buf, "\"bytes\":\t3"));
@@ -449,7 +429,7 @@ static void test_commit_and_latest(void **state) {
     assert_string_equal(dir, path);
     /* a second checkpoint switches latest; the first stays */
     save(out, "step-2", "two");
-    read_text(latest_path, buf, sizeof buf);
+    test_read_text(latest_path, buf, sizeof buf);
     assert_string_equal(buf, "step-2\n");
     assert_ok(dsa_checkpoint_resolve(out, dir, sizeof dir));
     snprintf(path, sizeof path, "%s/step-2", out);
@@ -476,24 +456,24 @@ static void test_abort_and_stale(void **state) {
     /* an aborted save leaves nothing and keeps latest */
     DsaCheckpointWriter w;
     assert_ok(dsa_checkpoint_begin(&w, out, "step-2"));
-    assert_true(exists(w.tmp_dir));
+    assert_true(test_exists(w.tmp_dir));
     assert_ok(dsa_checkpoint_write_text(&w, "a.txt", "two"));
     dsa_checkpoint_abort(&w);
     dsa_checkpoint_abort(&w); /* twice is harmless */
     assert_int_equal(count_prefixed(out, ".tmp-"), 0);
     snprintf(path, sizeof path, "%s/step-2", out);
-    assert_false(exists(path));
+    assert_false(test_exists(path));
     snprintf(path, sizeof path, "%s/latest", out);
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_string_equal(buf, "step-1\n");
     /* a torn temporary directory (a killed save) is removed by the next begin */
     snprintf(path, sizeof path, "%s/.tmp-step-9-99999", out);
     assert_int_equal(mkdir(path, 0755), 0);
     snprintf(path, sizeof path, "%s/.tmp-step-9-99999/model.safetensors", out);
-    put_text(path, "x");
+    test_put_text(path, "x");
     assert_ok(dsa_checkpoint_begin(&w, out, "step-3"));
     snprintf(path, sizeof path, "%s/.tmp-step-9-99999", out);
-    assert_false(exists(path));
+    assert_false(test_exists(path));
     assert_int_equal(count_prefixed(out, ".tmp-"), 1); /* ours */
     /* the pause hook announces itself on stderr, then commits normally */
     w.pause_before_commit_ms = 1;
@@ -508,10 +488,10 @@ static void test_abort_and_stale(void **state) {
     close(fd);
     assert_ok(st);
     char text[256];
-    read_text(test_path("stderr.txt"), text, sizeof text);
+    test_read_text(test_path("stderr.txt"), text, sizeof text);
     assert_non_null(strstr(text, "checkpoint: paused before commit of step-3\n"));
     snprintf(path, sizeof path, "%s/latest", out);
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_string_equal(buf, "step-3\n");
 }
 
@@ -534,7 +514,7 @@ static void test_never_overwrite(void **state) {
     assert_int_equal(count_prefixed(out, ".tmp-"), 0);
     snprintf(path, sizeof path, "%s/latest", out);
     char buf[64];
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_string_equal(buf, "step-1\n");
     /* names and files that are refused */
     assert_fails_with(dsa_checkpoint_begin(&w, out, "a/b"), DSA_ERR_ARG, "invalid checkpoint name \"a/b\"");
@@ -562,7 +542,7 @@ static void test_verify_detects_damage(void **state) {
     snprintf(dir, sizeof dir, "%s/step-1", out);
     snprintf(path, sizeof path, "%s/a.txt", dir);
     /* a flipped byte: same size, CRC differs */
-    put_text(path, "fOur");
+    test_put_text(path, "fOur");
     assert_fails_with(dsa_checkpoint_verify(dir, &verified), DSA_ERR_FORMAT, "step-1/a.txt: CRC32 ");
     assert_non_null(strstr(dsa_error_message(), "manifest.json says"));
     assert_false(verified);
@@ -575,7 +555,7 @@ static void test_verify_detects_damage(void **state) {
     unlink(path);
     assert_fails_with(dsa_checkpoint_verify(dir, &verified), DSA_ERR_FORMAT, "step-1/a.txt: missing (listed in");
     /* a flipped byte inside the safetensors data, past the header */
-    put_text(path, "four");
+    test_put_text(path, "four");
     assert_ok(dsa_checkpoint_verify(dir, &verified));
     assert_true(verified);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -591,11 +571,11 @@ static void test_verify_detects_damage(void **state) {
     assert_fails_with(dsa_checkpoint_verify(dir, &verified), DSA_ERR_FORMAT, "model.safetensors: CRC32");
     /* a corrupt manifest, and one from another format version */
     snprintf(path, sizeof path, "%s/manifest.json", dir);
-    put_text(path, "{\"format_version\": 1, \"fil");
+    test_put_text(path, "{\"format_version\": 1, \"fil");
     assert_fails_with(dsa_checkpoint_verify(dir, &verified), DSA_ERR_FORMAT, "step-1/manifest.json: not valid JSON");
-    put_text(path, "{\"format_version\": 2, \"files\": {}}");
+    test_put_text(path, "{\"format_version\": 2, \"files\": {}}");
     assert_fails_with(dsa_checkpoint_verify(dir, &verified), DSA_ERR_FORMAT, "format_version 2, this build reads 1");
-    put_text(path, "{\"format_version\": 1, \"files\": {\"a.txt\": {\"bytes\": 4}}}");
+    test_put_text(path, "{\"format_version\": 1, \"files\": {\"a.txt\": {\"bytes\": 4}}}");
     assert_fails_with(dsa_checkpoint_verify(dir, &verified), DSA_ERR_FORMAT, "entry \"a.txt\": \"crc32\" missing");
     /* no manifest: a plain Hugging Face model directory passes unverified */
     unlink(path);
@@ -618,13 +598,13 @@ static void test_resolve_errors(void **state) {
     assert_fails_with(dsa_checkpoint_resolve(empty, dir, sizeof dir), DSA_ERR_IO,
                       "empty-run: no checkpoint here: no 'latest' file and no manifest.json");
     snprintf(path, sizeof path, "%s/latest", empty);
-    put_text(path, "step-7\n");
+    test_put_text(path, "step-7\n");
     assert_fails_with(dsa_checkpoint_resolve(empty, dir, sizeof dir), DSA_ERR_FORMAT, "empty-run/latest names");
     assert_non_null(strstr(dsa_error_message(), "step-7"));
-    put_text(path, "../x\n");
+    test_put_text(path, "../x\n");
     assert_fails_with(dsa_checkpoint_resolve(empty, dir, sizeof dir), DSA_ERR_FORMAT,
                       "empty-run/latest: does not hold the name");
-    put_text(path, "a\nb\n");
+    test_put_text(path, "a\nb\n");
     assert_fails_with(dsa_checkpoint_resolve(empty, dir, sizeof dir), DSA_ERR_FORMAT, "does not hold the name");
     assert_fails_with(dsa_checkpoint_resolve(test_path("nowhere"), dir, sizeof dir), DSA_ERR_IO,
                       "nowhere: cannot access");

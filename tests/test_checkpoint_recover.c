@@ -16,26 +16,6 @@
 #include "core/mem.h"
 #include "test_util.h"
 
-static void put_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
-static void read_text(const char *path, char *buf, size_t cap) {
-    char *text = NULL;
-    size_t n = 0;
-    assert_ok(dsa_file_read_all(path, &text, &n));
-    snprintf(buf, cap, "%s", text);
-    dsa_free(text, n + 1);
-}
-
-static bool exists(const char *path) {
-    struct stat sb;
-    return lstat(path, &sb) == 0;
-}
-
 static void save(const char *out, const char *name, const char *content) {
     DsaCheckpointWriter w;
     assert_ok(dsa_checkpoint_begin(&w, out, name));
@@ -46,7 +26,7 @@ static void save(const char *out, const char *name, const char *content) {
 static void expect_latest(const char *out, const char *want) {
     char path[1024], buf[256];
     snprintf(path, sizeof path, "%s/latest", out);
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_string_equal(buf, want);
 }
 
@@ -56,10 +36,10 @@ static void stop_before_switch(const char *out, const char *name, const char *co
     char path[1024];
     save(out, name, content);
     snprintf(path, sizeof path, "%s/latest", out);
-    if (latest_before) put_text(path, latest_before);
+    if (latest_before) test_put_text(path, latest_before);
     else assert_int_equal(unlink(path), 0);
     snprintf(path, sizeof path, "%s/.latest.tmp", out);
-    put_text(path, "ste");
+    test_put_text(path, "ste");
 }
 
 /* Capture stderr (the warnings) around recover. */
@@ -73,7 +53,7 @@ static DsaStatus recover_logged(const char *out, char *log, size_t cap) {
     dup2(saved, 2);
     close(saved);
     close(fd);
-    read_text(test_path("recover-stderr.txt"), log, cap);
+    test_read_text(test_path("recover-stderr.txt"), log, cap);
     return st;
 }
 
@@ -84,10 +64,10 @@ static void test_manifest_records_previous(void **state) {
     save(out, "step-1", "one");
     save(out, "step-2", "two");
     snprintf(path, sizeof path, "%s/step-1/manifest.json", out);
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_non_null(strstr(buf, "\"previous\":\tnull"));
     snprintf(path, sizeof path, "%s/step-2/manifest.json", out);
-    read_text(path, buf, sizeof buf);
+    test_read_text(path, buf, sizeof buf);
     assert_non_null(strstr(buf, "\"previous\":\t\"step-1\""));
 }
 
@@ -101,7 +81,7 @@ static void test_adopts_unswitched(void **state) {
     expect_latest(out, "step-2\n");
     assert_non_null(strstr(log, "adopting step-2"));
     snprintf(path, sizeof path, "%s/.latest.tmp", out);
-    assert_false(exists(path));
+    assert_false(test_exists(path));
     /* a second recover has nothing to do; the next save follows step-2 */
     assert_ok(recover_logged(out, log, sizeof log));
     assert_null(strstr(log, "adopting"));
@@ -141,13 +121,13 @@ static void test_sets_aside_damaged(void **state) {
     save(out, "step-1", "one");
     stop_before_switch(out, "step-2", "two", "step-1\n");
     snprintf(path, sizeof path, "%s/step-2/a.txt", out);
-    put_text(path, "TWO"); /* same size, another CRC */
+    test_put_text(path, "TWO"); /* same size, another CRC */
     assert_ok(recover_logged(out, log, sizeof log));
     expect_latest(out, "step-1\n");
     snprintf(path, sizeof path, "%s/step-2", out);
-    assert_false(exists(path));
+    assert_false(test_exists(path));
     snprintf(path, sizeof path, "%s/step-2.incomplete", out);
-    assert_true(exists(path));
+    assert_true(test_exists(path));
     assert_non_null(strstr(log, "set step-2 aside as"));
     assert_non_null(strstr(log, "CRC32")); /* the defect is named */
     /* the run saves step-2 again; a second damaged one goes to .incomplete.2 */
@@ -160,7 +140,7 @@ static void test_sets_aside_damaged(void **state) {
     assert_int_equal(mkdir(path, 0755), 0);
     assert_ok(recover_logged(out, log, sizeof log));
     snprintf(path, sizeof path, "%s/step-3.incomplete.2", out);
-    assert_true(exists(path));
+    assert_true(test_exists(path));
     expect_latest(out, "step-2\n");
     /* a set-aside name is never a checkpoint name */
     DsaCheckpointWriter w;
@@ -175,11 +155,11 @@ static void test_old_manifest_not_adopted(void **state) {
     stop_before_switch(out, "step-2", "two", "step-1\n");
     /* a manifest from before "previous" existed */
     snprintf(path, sizeof path, "%s/step-2/manifest.json", out);
-    put_text(path, "{\"format_version\": 1, \"name\": \"step-2\", \"files\": {}}\n");
+    test_put_text(path, "{\"format_version\": 1, \"name\": \"step-2\", \"files\": {}}\n");
     assert_ok(recover_logged(out, log, sizeof log));
     expect_latest(out, "step-1\n");
     snprintf(path, sizeof path, "%s/step-2", out);
-    assert_true(exists(path));
+    assert_true(test_exists(path));
 }
 
 static void test_stale_temporaries(void **state) {
@@ -191,13 +171,13 @@ static void test_stale_temporaries(void **state) {
     snprintf(dead, sizeof dead, "%s/.metrics.jsonl.tmp.4194305", out);
     snprintf(live, sizeof live, "%s/.metrics.jsonl.tmp.%ld", out, (long)getppid());
     snprintf(tmpdir, sizeof tmpdir, "%s/.tmp-step-2-4194305", out);
-    put_text(dead, "x");
-    put_text(live, "y");
+    test_put_text(dead, "x");
+    test_put_text(live, "y");
     assert_int_equal(mkdir(tmpdir, 0755), 0);
     assert_ok(recover_logged(out, log, sizeof log));
-    assert_false(exists(dead));
-    assert_true(exists(live)); /* another process's write in progress */
-    assert_false(exists(tmpdir));
+    assert_false(test_exists(dead));
+    assert_true(test_exists(live)); /* another process's write in progress */
+    assert_false(test_exists(tmpdir));
     assert_non_null(strstr(log, ".metrics.jsonl.tmp.4194305"));
     assert_true(dsa_pid_alive((long)getpid()));
     assert_false(dsa_pid_alive(4194305));
@@ -207,13 +187,13 @@ static void test_stale_temporaries(void **state) {
     assert_ok(dsa_mkdir_p(dir));
     snprintf(a, sizeof a, "%s/.model.tmp.4194305", dir);
     snprintf(b, sizeof b, "%s/.model2.tmp.4194305", dir);
-    put_text(a, "a");
-    put_text(b, "b");
+    test_put_text(a, "a");
+    test_put_text(b, "b");
     assert_int_equal(dsa_temp_remove_stale(dir, "model", true), 1);
-    assert_false(exists(a));
-    assert_true(exists(b));
+    assert_false(test_exists(a));
+    assert_true(test_exists(b));
     assert_int_equal(dsa_temp_remove_stale(dir, "model", false), 1);
-    assert_false(exists(b));
+    assert_false(test_exists(b));
     /* nothing to recover in a directory that does not exist */
     assert_ok(dsa_checkpoint_recover(test_path("never-made")));
 }

@@ -49,15 +49,6 @@ static DsaStatus load(const char *dir) {
     return st;
 }
 
-static void put_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-    assert_int_equal(fclose(f), 0);
-}
-
-static bool exists(const char *path) { return access(path, F_OK) == 0; }
-
 static void test_manifest_lists_shards(void **state) {
     (void)state;
     const char *dir = test_path("set");
@@ -115,7 +106,7 @@ static void test_entry_mismatch_refused(void **state) {
     snprintf(prefix, sizeof prefix, "%s/part", dir);
     write_set(prefix, 4); /* shards of 3 and 1 documents */
     dsa_shardset_manifest_path(manifest, sizeof manifest, prefix);
-    put_text(manifest, "{\"format_version\": 1, \"shards\": [{\"file\": \"part-00000.h5\", \"tokens\": 33, "
+    test_put_text(manifest, "{\"format_version\": 1, \"shards\": [{\"file\": \"part-00000.h5\", \"tokens\": 33, "
                        "\"documents\": 3, \"bytes\": 1}]}");
     assert_fails_with(load(dir), DSA_ERR_FORMAT, "part-00000.h5: 33 tokens, 3 documents,");
     assert_non_null(strstr(dsa_error_message(), "but " ));
@@ -129,11 +120,11 @@ static void test_entry_mismatch_refused(void **state) {
              "{\"format_version\": 1, \"shards\": [{\"file\": \"part-00000.h5\", \"tokens\": 33, \"documents\": 3, "
              "\"bytes\": %lld}]}",
              (long long)sb.st_size);
-    put_text(manifest, text);
+    test_put_text(manifest, text);
     assert_fails_with(load(dir), DSA_ERR_FORMAT, "part-00001.h5: not listed in");
-    put_text(manifest, "[1, 2]");
+    test_put_text(manifest, "[1, 2]");
     assert_fails_with(load(dir), DSA_ERR_FORMAT, "part.manifest.json: not a shard set manifest");
-    put_text(manifest, "{\"format_version\": 2, \"shards\": []}");
+    test_put_text(manifest, "{\"format_version\": 2, \"shards\": []}");
     assert_fails_with(load(dir), DSA_ERR_FORMAT, "format_version 2, this dsa reads 1");
 }
 
@@ -158,7 +149,7 @@ static void test_pack_rerun_after_kill(void **state) {
     DsaPackOptions o = text_options(inputs, prefix);
     assert_ok(dsa_pack_run(&o, NULL));
     dsa_shardset_manifest_path(manifest, sizeof manifest, prefix);
-    assert_true(exists(manifest));
+    assert_true(test_exists(manifest));
     /* a finished set is refused without --force */
     assert_fails_with(dsa_pack_run(&o, NULL), DSA_ERR_ARG, "already exist");
     /* a killed pack: no manifest, a hidden temporary of a dead process, and one of
@@ -167,26 +158,26 @@ static void test_pack_rerun_after_kill(void **state) {
     snprintf(stale, sizeof stale, "%s/.txt-00001.h5.tmp.4194305", dir);
     snprintf(stale_manifest, sizeof stale_manifest, "%s/.txt.manifest.json.tmp.4194305", dir);
     snprintf(other, sizeof other, "%s/.other-00000.h5.tmp.4194305", dir);
-    put_text(stale, "half a shard");
-    put_text(stale_manifest, "{");
-    put_text(other, "x");
+    test_put_text(stale, "half a shard");
+    test_put_text(stale_manifest, "{");
+    test_put_text(other, "x");
     assert_ok(dsa_pack_run(&o, NULL)); /* replaced without --force */
-    assert_true(exists(manifest));
-    assert_false(exists(stale));
-    assert_false(exists(stale_manifest));
-    assert_true(exists(other));
+    assert_true(test_exists(manifest));
+    assert_false(test_exists(stale));
+    assert_false(test_exists(stale_manifest));
+    assert_true(test_exists(other));
     assert_ok(load(dir));
     /* --force removes the temporaries too, and rewrites the manifest */
-    put_text(stale, "half a shard");
+    test_put_text(stale, "half a shard");
     o.overwrite = 1;
     assert_ok(dsa_pack_run(&o, NULL));
-    assert_false(exists(stale));
-    assert_true(exists(manifest));
+    assert_false(test_exists(stale));
+    assert_true(test_exists(manifest));
     /* shards without a manifest that are not this version's set are not replaced */
     assert_int_equal(unlink(manifest), 0);
     char shard0[700];
     dsa_shardset_path(shard0, sizeof shard0, prefix, 0);
-    put_text(shard0, "not a shard");
+    test_put_text(shard0, "not a shard");
     o.overwrite = 0;
     assert_fails_with(dsa_pack_run(&o, NULL), DSA_ERR_ARG, "already exist");
 }

@@ -8,12 +8,14 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -146,6 +148,29 @@ static inline const char *test_write_file(const char *name, const void *data, si
     }
     fclose(f);
     return path;
+}
+
+/* Replace the file at `path` with `text`. */
+static inline void test_put_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The text of the file at `path` (at most cap - 1 bytes) into buf. */
+static inline void test_read_text(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+}
+
+/* Does anything (a file, a directory, a dangling link) exist at `path`? */
+static inline bool test_exists(const char *path) {
+    struct stat sb;
+    return lstat(path, &sb) == 0;
 }
 
 /* Numeric check of an fp32 result against an fp64 reference (STYLE.md rule 4): fails
