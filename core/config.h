@@ -72,7 +72,7 @@ typedef struct {
     int64_t qk_rope_head_dim;    /* d_r */
     int64_t v_head_dim;          /* d_v */
     int64_t first_k_dense_replace;
-    bool has_moe;               /* false: n_routed_experts was null, every FFN is dense */
+    bool has_moe;               /* false: n_routed_experts was null or 0, every FFN is dense */
     int64_t n_routed_experts;   /* 0 when !has_moe */
     int64_t n_shared_experts;   /* null = 0 */
     int64_t num_experts_per_tok;
