@@ -149,6 +149,21 @@ typedef struct {
     char lr_schedule[DSA_CONFIG_NAME_CAP];
 } DsaStageConfig;
 
+/* Where values came from, for messages only (dsa_config_validate names the override and
+ * the key to change): one entry per key that a --set override gave its value, or that a
+ * stage inherited from a section key ("stages.0.steps" holds train.steps). Keys without an
+ * entry hold what the file (or the defaults) gave them. */
+enum { DSA_CONFIG_MAX_ORIGINS = 96, DSA_CONFIG_KEY_CAP = 64 };
+typedef struct {
+    char key[DSA_CONFIG_KEY_CAP]; /* "stages.0.steps" */
+    char via[DSA_CONFIG_KEY_CAP]; /* the key whose value it holds: "train.steps", or key itself */
+    char set[DSA_CONFIG_PATH_CAP]; /* the override that set via ("train.steps=2"), "" for the file */
+} DsaConfigOrigin;
+typedef struct {
+    int count;
+    DsaConfigOrigin entry[DSA_CONFIG_MAX_ORIGINS];
+} DsaConfigOrigins;
+
 typedef struct {
     DsaModelConfig model;
     DsaDataConfig data;
@@ -157,6 +172,7 @@ typedef struct {
     DsaStageConfig stages[DSA_CONFIG_MAX_STAGES];
     int num_stages; /* >= 1; without "stages" one stage "lm" (dense, all) of train.steps */
     char source[DSA_CONFIG_PATH_CAP]; /* file it came from, "<defaults>" or the source name */
+    DsaConfigOrigins origins;         /* --set overrides and stage inheritance, for messages */
 } DsaConfig;
 
 /* Fill `cfg` with the defaults (DeepSeek-V3 671B model without indexer, one "lm" stage). */
@@ -177,11 +193,13 @@ DsaStatus dsa_config_parse(DsaConfig *cfg, const char *json_text, const char *so
                            const char *const *overrides, int n_overrides);
 
 /* Check the relations between values (positive sizes, divisibility, DSA-SPEC §2 scaling
- * rules, stage names); the error names the keys, their values and cfg->source. */
+ * rules, stage names); the error names the keys, their values and where they came from:
+ * cfg->source, or the --set override that set them (and, for a stage key inherited from a
+ * section key, that key: the one to change). */
 DsaStatus dsa_config_validate(const DsaConfig *cfg);
 
 /* The fully resolved config in our file format, pretty-printed; parsing it back gives an
- * identical DsaConfig (except `source`). *text is malloc'ed: release it with free(). */
+ * identical DsaConfig (except `source` and `origins`). *text is malloc'ed: release it with free(). */
 DsaStatus dsa_config_to_json(const DsaConfig *cfg, char **text);
 
 /* Stable 64-bit hash (FNV-1a) of the resolved model section, for checkpoint
