@@ -10,7 +10,8 @@
  *    same, with its spellings translated to the HF keys.
  * An absent key takes its default (DeepSeek-V3 values for the model); JSON null means
  * "none" where a key allows it (q_lora_rank, n_routed_experts, index_topk, rope_scaling,
- * quantization_config, scale_fmt). Unknown keys and wrong JSON types are errors that
+ * quantization_config, scale_fmt); n_routed_experts 0 means none too (the spelling of a
+ * dense model in an exported config.json, DSA-SPEC §3.4). Unknown keys and wrong JSON types are errors that
  * name the key path and the file (or the --set override) and suggest the closest key.
  *
  * Loading checks keys and types only; dsa_config_validate checks the relations
