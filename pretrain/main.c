@@ -41,6 +41,8 @@ static void print_usage(FILE *out) {
             "usage: dsa <command> [options]    (dsa <command> --help for its options)\n"
             "       dsa --version\n\ncommands:\n");
     for (int i = 0; i < NUM_SUBCOMMANDS; i++) fprintf(out, "  %-9s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(out, "\nThe math the help texts cite as \"DSA-SPEC N\" is docs/DSA-SPEC.md in the repository;\n"
+                 "README.md walks through the commands, docs/DESIGN.md describes the architecture.\n");
 }
 
 static void print_version(void) {

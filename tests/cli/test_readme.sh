@@ -90,7 +90,11 @@ if grep -l 'runs/demo' "$blocks"/0[2-9].* "$blocks"/[1-9]?.* 2> /dev/null > "$la
 else ok "no block after the set-up touches the demo's runs/demo"; fi
 
 (cd "$clone" && find . -path ./runs -prune -o -print | sort) > "$work/before"
-env -i HOME="$home" PATH="$PATH" LANG=C.UTF-8 TMPDIR="${TMPDIR:-/tmp}" bash -c 'export -p' > "$work/env.sh"
+# make install in the copy must see the build as configured (CUDA=0 or 1), or it would
+# rebuild the linked build folder another way
+cuda=$(sed -n 's/.* CUDA=\([01]\).*/\1/p' "$root/$build.config.txt" 2> /dev/null)
+env -i HOME="$home" PATH="$PATH" LANG=C.UTF-8 TMPDIR="${TMPDIR:-/tmp}" BUILD="$build" ${cuda:+CUDA=$cuda} \
+  bash -c 'export -p' > "$work/env.sh"
 echo "$clone" > "$work/cwd"
 t_all=$(date +%s)
 while IFS=$'\t' read -r file line first; do
