@@ -168,7 +168,7 @@ static const Table quant_table = {TABLE_KEYS(quant_keys)};
 
 /* num_key_value_heads absent or null means "as many as num_attention_heads" (as HF).
  * n_routed_experts 0 means no routed experts, the same as null: the spelling of a dense
- * model in an exported config.json, whose HF readers want an integer (pretrain/export.c). */
+ * model in an exported config.json, whose HF readers want an integer (DSA-SPEC §3.4). */
 static DsaStatus model_post(ParseCtx *c, const cJSON *obj, void *base, const char *path) {
     (void)c, (void)obj, (void)path;
     DsaModelConfig *m = base;
