@@ -535,7 +535,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
         char dir[1024];
         struct stat sb;
         if (stat(out_dir, &sb) != 0 && errno == ENOENT)
-            DSA_FAIL_GOTO(st, out, DSA_ERR_CONFIG,
+            DSA_FAIL_GOTO(st, out, DSA_ERR_IO,
                           "--resume: train.out_dir %s does not exist, so there is no run to resume: start the run "
                           "without --resume, or set train.out_dir to the directory of the run to continue",
                           out_dir);

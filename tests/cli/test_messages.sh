@@ -3,7 +3,7 @@
 # windows than the data holds, train repeating its windows, a seq_len longer than the
 # data, eval --topk on a dense model, errors caused by a --set override (named, with the
 # key to change), other frameworks' key names, `dsa --version`, `dsa --help`'s bench
-# line, and `export --quiet`.
+# line, and `export --quiet` (no log lines, only the result line, as `train --quiet`).
 . "$(dirname "$0")/lib.sh"
 
 cd "$work" || exit 1
@@ -71,7 +71,8 @@ expect_output "optimizer.learning_rate points to optimizer.lr" 'did you mean opt
   "$DSA" train --config "$cfg" --set optimizer.learning_rate=1e-3
 
 # ---- export --quiet -----------------------------------------------------------------------------
-"$DSA" export done --out quiet --quiet > q.out 2>&1
-if [ $? -eq 0 ] && [ ! -s q.out ] && [ -f quiet/config.json ]; then ok "export --quiet prints nothing and exports"
-else cp q.out "$last_out"; not_ok "export --quiet prints nothing and exports"; fi
+"$DSA" export done --out quiet --quiet > q.out 2> q.err
+if [ $? -eq 0 ] && [ ! -s q.err ] && [ "$(cat q.out)" = "exported: quiet (bf16)" ] && [ -f quiet/config.json ]; then
+  ok "export --quiet prints only its result line, no log lines"
+else cat q.out q.err > "$last_out"; not_ok "export --quiet prints only its result line, no log lines"; fi
 expect_output "export without --quiet reports the export" '^exported: loud \(bf16\)$' "$DSA" export done --out loud
