@@ -276,6 +276,15 @@ static void test_unknown_keys(void **state) {
     expect_parse_error("{\"data\": {\"seq_length\": 5}}", NULL, 0, "did you mean data.seq_len?");
 }
 
+/* Load `file` with the one override `set`, then check validation fails with `needle`. */
+static void expect_blame(const char *file, const char *set, const char *needle) {
+    DsaConfig *cfg = cfg_new();
+    const char *sets[] = {set};
+    assert_ok(dsa_config_load(cfg, file, sets, 1));
+    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG, needle);
+    free(cfg);
+}
+
 /* A relation broken by a --set override names the override and the key to change, also
  * when a stage inherits the value (stages.0.steps holds train.steps); without overrides
  * the file is named; a stage key the file sets itself is not blamed on the section key. */
@@ -290,31 +299,22 @@ static void test_override_blame(void **state) {
                       "stages.0.steps is train.steps, from --set train.steps=2): lower optimizer.lr_warmup_steps "
                       "or raise train.steps");
     assert_null(strstr(dsa_error_message(), "configs/tiny-dense.json: stages"));
-    const char *warm[] = {"optimizer.lr_warmup_steps=400"};
-    assert_ok(dsa_config_load(cfg, "configs/tiny-dense.json", warm, 1));
-    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG,
-                      "--set optimizer.lr_warmup_steps=400: stages.0.lr_warmup_steps = 400 exceeds");
-    const char *seq[] = {"data.seq_len=4096"};
-    assert_ok(dsa_config_load(cfg, "configs/tiny-dense.json", seq, 1));
-    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG,
-                      "--set data.seq_len=4096: stages.0.seq_len = 4096 exceeds model.max_position_embeddings = 1024 "
-                      "(stages.0.seq_len is data.seq_len, from --set data.seq_len=4096; model.max_position_embeddings "
-                      "from configs/tiny-dense.json): lower data.seq_len or raise model.max_position_embeddings");
-    const char *zero[] = {"train.steps=0"};
-    assert_ok(dsa_config_load(cfg, "configs/tiny-dense.json", zero, 1));
-    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG, "--set train.steps=0: train.steps = 0 must be >= 1");
-    const char *kv[] = {"model.num_key_value_heads=2"};
-    assert_ok(dsa_config_load(cfg, "configs/tiny-dense.json", kv, 1));
-    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG, "--set model.num_key_value_heads=2: model.num_key");
+    expect_blame("configs/tiny-dense.json", "optimizer.lr_warmup_steps=400",
+                 "--set optimizer.lr_warmup_steps=400: stages.0.lr_warmup_steps = 400 exceeds");
+    expect_blame("configs/tiny-dense.json", "data.seq_len=4096",
+                 "--set data.seq_len=4096: stages.0.seq_len = 4096 exceeds model.max_position_embeddings = 1024 "
+                 "(stages.0.seq_len is data.seq_len, from --set data.seq_len=4096; model.max_position_embeddings "
+                 "from configs/tiny-dense.json): lower data.seq_len or raise model.max_position_embeddings");
+    expect_blame("configs/tiny-dense.json", "train.steps=0", "--set train.steps=0: train.steps = 0 must be >= 1");
+    expect_blame("configs/tiny-dense.json", "model.num_key_value_heads=2",
+                 "--set model.num_key_value_heads=2: model.num_key");
     /* tiny-dsa's stages give their own steps: train.steps does not reach them */
     assert_ok(dsa_config_load(cfg, "configs/tiny-dsa.json", steps, 2));
     assert_ok(dsa_config_validate(cfg));
-    const char *stage[] = {"stages.1.steps=5"};
-    assert_ok(dsa_config_load(cfg, "configs/tiny-dsa.json", stage, 1));
-    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG,
-                      "--set stages.1.steps=5: stages.1.lr_warmup_steps = 10 exceeds stages.1.steps = 5 "
-                      "(stages.1.lr_warmup_steps from configs/tiny-dsa.json; stages.1.steps from --set "
-                      "stages.1.steps=5): lower stages.1.lr_warmup_steps or raise stages.1.steps");
+    expect_blame("configs/tiny-dsa.json", "stages.1.steps=5",
+                 "--set stages.1.steps=5: stages.1.lr_warmup_steps = 10 exceeds stages.1.steps = 5 "
+                 "(stages.1.lr_warmup_steps from configs/tiny-dsa.json; stages.1.steps from --set "
+                 "stages.1.steps=5): lower stages.1.lr_warmup_steps or raise stages.1.steps");
     /* the same broken relation in a file names the file */
     const char *text = "{\"train\": {\"steps\": 2}, \"optimizer\": {\"lr_warmup_steps\": 3}}";
     assert_ok(dsa_config_parse(cfg, text, "w.json", NULL, 0));

@@ -565,6 +565,21 @@ def check_dense_config(exp):
         raise Fail("%s/config.json: %s, expected %s" % (exp, got, want))
 
 
+def export_dense(args, work, src, name, arch):
+    """`dsa export --dtype f32` of the dense model in `src` to WORK/name, its config.json
+    checked, loaded with AutoModelForCausalLM.from_pretrained, which must give `arch`."""
+    import transformers
+
+    exp = os.path.join(work, name)
+    run([args.dsa, "export", src, "--out", exp, "--dtype", "f32", "--quiet"], "dsa export")
+    check_dense_config(exp)
+    model = transformers.AutoModelForCausalLM.from_pretrained(exp, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    if type(model).__name__ != arch:
+        raise Fail("%s: the dense export loaded as %s, expected %s" % (name, type(model).__name__, arch))
+    return exp, model
+
+
 def greedy(model, prompt, n=8):
     with torch.no_grad():
         out = model.generate(input_ids=prompt, max_new_tokens=n, do_sample=False, use_cache=True,
@@ -575,16 +590,8 @@ def greedy(model, prompt, n=8):
 def case_v3_dense_export(args, work):
     if not args.export_help:
         raise Skip("dsa export does not exist yet")
-    import transformers
-
     orig, conv = dense_source(args, work, "v3-dense-export", 51)
-    exp = os.path.join(work, "v3-dense-export")
-    run([args.dsa, "export", conv, "--out", exp, "--dtype", "f32", "--quiet"], "dsa export")
-    check_dense_config(exp)
-    model = transformers.AutoModelForCausalLM.from_pretrained(exp, dtype=torch.float32,
-                                                              attn_implementation="eager").eval()
-    if type(model).__name__ != "DeepseekV3ForCausalLM":
-        raise Fail("the dense export loaded as %s, expected DeepseekV3ForCausalLM" % type(model).__name__)
+    exp, model = export_dense(args, work, conv, "v3-dense-export", "DeepseekV3ForCausalLM")
     check_model(args, work, "v3-dense-export", model, 51, model_dir=exp)
     prompt = windows(write_tokens(os.path.join(work, "v3-dense-prompt.u32"), model.config.vocab_size, 52))[0][:1, :8]
     ours, theirs = greedy(model, prompt), greedy(orig, prompt)
@@ -596,19 +603,11 @@ def case_v3_dense_export(args, work):
 def case_v32_dense_export(args, work):
     if not args.export_help:
         raise Skip("dsa export does not exist yet")
-    import transformers
-
     _, conv = dense_source(args, work, "v32-dense-export", 53)
     dsa_dir = os.path.join(work, "v32-dense-dsa")
     run([args.dsa, "convert", "--add-indexer", conv, "--out", dsa_dir, "--index-n-heads", "32", "--index-head-dim",
          "16", "--index-topk", "8", "--seed", "5", "--quiet"], "dsa convert --add-indexer")
-    exp = os.path.join(work, "v32-dense-export")
-    run([args.dsa, "export", dsa_dir, "--out", exp, "--dtype", "f32", "--quiet"], "dsa export")
-    check_dense_config(exp)
-    model = transformers.AutoModelForCausalLM.from_pretrained(exp, dtype=torch.float32,
-                                                              attn_implementation="eager").eval()
-    if type(model).__name__ != "DeepseekV32ForCausalLM":
-        raise Fail("the dense DSA export loaded as %s, expected DeepseekV32ForCausalLM" % type(model).__name__)
+    exp, model = export_dense(args, work, dsa_dir, "v32-dense-export", "DeepseekV32ForCausalLM")
     tok = os.path.join(work, "v32-dense.u32")
     toks = write_tokens(tok, model.config.vocab_size, 53)
     inp, tgt = windows(toks)
