@@ -10,10 +10,12 @@
 #   make fuzz       libFuzzer harnesses of the file parsers (tests/fuzz/), FUZZ_SECONDS each
 #   make demo       deps + build + the pipeline on generated data
 #   make bench      benchmarks, results appended to bench/RESULTS.md
+#   make install    PREFIX/bin/dsa and the HDF5 zstd plugin in PREFIX/lib/hdf5/plugin
+#                   (PREFIX=/usr/local by default; DESTDIR= for staged installs)
 #   make clean
 #
 # Knobs: CUDA=0 (skip nvcc even when found), WERROR=0 (warnings not fatal), BUILD=dir,
-# FUZZ_SECONDS=N (make fuzz: seconds per harness, default 30).
+# FUZZ_SECONDS=N (make fuzz: seconds per harness, default 30), PREFIX=dir (make install).
 
 BUILD   ?= build
 CUDA    ?= auto
@@ -21,6 +23,7 @@ WERROR  ?= 1
 SAN     ?= 0
 CC      ?= cc
 PYENV   ?= .venv
+PREFIX  ?= /usr/local
 
 PKGS      := hdf5 libzstd libcjson zlib
 # OpenBLAS, the OpenMP build: it shares libgomp's thread pool with our own OpenMP loops.
@@ -90,7 +93,8 @@ PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
 HEADERS  := $(foreach d,$(LIB_DIRS) tests,$(wildcard $(d)/*.h))
 
-.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build
+.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
+        install uninstall
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
 check-tools:
@@ -122,7 +126,10 @@ $(BUILD)/dsa: $(BUILD)/obj/pretrain/main.o $(BUILD)/libdsa.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # The zstd filter as an HDF5 plugin, so h5dump and other HDF5 tools decode our shards
-# with HDF5_PLUGIN_PATH=build/hdf5-plugin.
+# with HDF5_PLUGIN_PATH set to the plugin's directory, as an absolute path
+# ($PWD/build/hdf5-plugin, or PREFIX/lib/hdf5/plugin after make install): HDF5 takes a
+# relative one relative to the current directory, and without the plugin h5dump prints an
+# empty DATA block and exits 0.
 $(PLUGIN): data/h5z_zstd_plugin.c data/h5z_zstd.c data/h5z_zstd.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PKG_LIBS)
@@ -206,6 +213,17 @@ torch-env:
 parity: deps
 	@$(MAKE) --no-print-directory all
 	@tools/parity.sh $(BUILD) $(TORCH_ENV)
+
+# The dsa binary and the HDF5 plugin, for use outside the repository.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/hdf5/plugin
+	install -m 755 $(BUILD)/dsa $(DESTDIR)$(PREFIX)/bin/dsa
+	install -m 644 $(PLUGIN) $(DESTDIR)$(PREFIX)/lib/hdf5/plugin/libdsa_h5zstd.so
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/dsa and $(DESTDIR)$(PREFIX)/lib/hdf5/plugin/libdsa_h5zstd.so"
+	@echo "  for HDF5's own tools (h5dump): export HDF5_PLUGIN_PATH=$(abspath $(DESTDIR)$(PREFIX))/lib/hdf5/plugin"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/dsa $(DESTDIR)$(PREFIX)/lib/hdf5/plugin/libdsa_h5zstd.so
 
 clean:
 	rm -rf build build-asan build-fuzz build.config.txt build-asan.config.txt build-fuzz.config.txt

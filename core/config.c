@@ -31,11 +31,13 @@ enum { KEY_CAP = 256, WHERE_CAP = 600, MAX_DEPTH = 8, MAX_CANDIDATES = 128 };
 #define MAX_EXACT_INT 9007199254740992.0 /* 2^53: larger integers do not survive a double */
 #define LL(x) ((long long)(x))
 
-/* Who is being read, for messages: the file, and the overrides that may have set a key. */
+/* Who is being read, for messages: the file, and the overrides that may have set a key;
+ * `origins` records which keys the overrides set (DsaConfig.origins). */
 typedef struct {
     const char *source;
     const char *const *overrides;
     int n_overrides;
+    DsaConfigOrigins *origins;
 } ParseCtx;
 
 typedef enum {
@@ -165,11 +167,14 @@ static const KeyDesc quant_keys[] = {
 };
 static const Table quant_table = {TABLE_KEYS(quant_keys)};
 
-/* num_key_value_heads absent or null means "as many as num_attention_heads" (as HF). */
+/* num_key_value_heads absent or null means "as many as num_attention_heads" (as HF).
+ * n_routed_experts 0 means no routed experts, the same as null: the spelling of a dense
+ * model in an exported config.json, whose HF readers want an integer (DSA-SPEC §3.4). */
 static DsaStatus model_post(ParseCtx *c, const cJSON *obj, void *base, const char *path) {
     (void)c, (void)obj, (void)path;
     DsaModelConfig *m = base;
     if (m->num_key_value_heads == 0) m->num_key_value_heads = m->num_attention_heads;
+    if (m->has_moe && m->n_routed_experts == 0) m->has_moe = false;
     return DSA_OK;
 }
 
@@ -392,18 +397,46 @@ static bool is_ignored(const Table *t, const char *name) {
     return false;
 }
 
-/* Where a key's value came from: the last --set that names it (or a parent), else the file. */
-static const char *where(const ParseCtx *c, const char *path, char *buf) {
+/* The last --set that names key `path` (or a parent of it), or NULL. */
+static const char *override_of(const ParseCtx *c, const char *path) {
     for (int i = c->n_overrides - 1; i >= 0; i--) {
         const char *ov = c->overrides[i];
         const char *eq = strchr(ov, '=');
         size_t n = eq ? (size_t)(eq - ov) : strlen(ov);
-        if (n > 0 && !strncmp(path, ov, n) && (path[n] == '\0' || path[n] == '.')) {
-            snprintf(buf, WHERE_CAP, "--set %s", ov);
-            return buf;
-        }
+        if (n > 0 && !strncmp(path, ov, n) && (path[n] == '\0' || path[n] == '.')) return ov;
     }
-    return c->source;
+    return NULL;
+}
+
+/* Where a key's value came from: the last --set that names it (or a parent), else the file. */
+static const char *where(const ParseCtx *c, const char *path, char *buf) {
+    const char *ov = override_of(c, path);
+    if (!ov) return c->source;
+    snprintf(buf, WHERE_CAP, "--set %s", ov);
+    return buf;
+}
+
+static const DsaConfigOrigin *origin_find(const DsaConfigOrigins *o, const char *key) {
+    for (int i = 0; o && i < o->count; i++)
+        if (!strcmp(o->entry[i].key, key)) return &o->entry[i];
+    return NULL;
+}
+
+/* Record that `key` holds the value of `via`, set by override `set` (NULL: the file);
+ * key == via from the file is the default and removes any entry. Beyond the table's
+ * capacity nothing is recorded (messages then name the file). */
+static void origin_note(DsaConfigOrigins *o, const char *key, const char *via, const char *set) {
+    if (!o) return;
+    DsaConfigOrigin *e = (DsaConfigOrigin *)origin_find(o, key);
+    if (!set && !strcmp(key, via)) {
+        if (e) *e = o->entry[--o->count];
+        return;
+    }
+    if (!e && o->count == DSA_CONFIG_MAX_ORIGINS) return;
+    if (!e) e = &o->entry[o->count++];
+    set_str(e->key, sizeof e->key, key);
+    set_str(e->via, sizeof e->via, via);
+    set_str(e->set, sizeof e->set, set);
 }
 
 /* A JSON value in words, for "found ..." in type errors. */
@@ -499,8 +532,24 @@ static void apply_defaults(const Table *t, void *base) {
     }
 }
 
-/* Stage i of n before its own keys are read: inherited values (config.h, DsaStageConfig). */
-static void stage_init(const DsaConfig *cfg, DsaStageConfig *s, int i, int n) {
+/* Stage keys and the section keys they inherit (stage_init). */
+static const char *const stage_inherits[][2] = {
+    {"steps", "train.steps"},         {"lr", "optimizer.lr"},
+    {"global_batch", "train.global_batch"}, {"seq_len", "data.seq_len"},
+    {"index_topk", "model.index_topk"}, {"lr_warmup_steps", "optimizer.lr_warmup_steps"},
+    {"lr_schedule", "optimizer.lr_schedule"},
+};
+
+/* Stage i of n before its own keys are read: inherited values (config.h, DsaStageConfig),
+ * with the key each one inherits noted in `origins` (read_key drops the note when the
+ * stage gives the key itself). */
+static void stage_init(const DsaConfig *cfg, DsaStageConfig *s, int i, int n, DsaConfigOrigins *origins) {
+    for (size_t k = 0; k < sizeof stage_inherits / sizeof stage_inherits[0]; k++) {
+        char key[KEY_CAP];
+        snprintf(key, sizeof key, "stages.%d.%s", i, stage_inherits[k][0]);
+        const DsaConfigOrigin *parent = origin_find(origins, stage_inherits[k][1]);
+        origin_note(origins, key, stage_inherits[k][1], parent && parent->set[0] ? parent->set : NULL);
+    }
     char name[DSA_CONFIG_NAME_CAP];
     snprintf(name, sizeof name, "stage%d", i);
     memset(s, 0, sizeof *s);
@@ -520,6 +569,24 @@ static void stage_init(const DsaConfig *cfg, DsaStageConfig *s, int i, int n) {
 
 static DsaStatus read_table(ParseCtx *c, const Table *t, const cJSON *obj, void *base, const char *path);
 
+/* Other frameworks' names for our keys (Megatron-LM, HF Trainer, MaxText): an unknown key
+ * spelled like this suggests ours when the closest-spelling guess finds nothing. */
+static const char *const other_names[][2] = {
+    {"learning_rate", "lr"},          {"max_lr", "lr"},
+    {"min_learning_rate", "min_lr"},  {"warmup_steps", "lr_warmup_steps"},
+    {"lr_warmup_iters", "lr_warmup_steps"}, {"lr_decay_style", "lr_schedule"},
+    {"lr_scheduler_type", "lr_schedule"},   {"max_grad_norm", "grad_clip"},
+    {"clip_grad", "grad_clip"},       {"adam_beta1", "beta1"},
+    {"adam_beta2", "beta2"},          {"adam_eps", "eps"},
+    {"adam_epsilon", "eps"},          {"batch_size", "global_batch"},
+    {"global_batch_size", "global_batch"}, {"micro_batch_size", "micro_batch"},
+    {"max_steps", "steps"},           {"train_iters", "steps"},
+    {"seq_length", "seq_len"},        {"max_seq_length", "seq_len"},
+    {"save_interval", "checkpoint_every"}, {"save_steps", "checkpoint_every"},
+    {"log_interval", "log_every"},    {"logging_steps", "log_every"},
+    {"output_dir", "out_dir"},        {"save", "out_dir"},
+};
+
 static DsaStatus unknown_key(const ParseCtx *c, const Table *t, const char *prefix, const char *name) {
     char path[KEY_CAP], guess_path[KEY_CAP], w[WHERE_CAP];
     join(path, prefix, name);
@@ -536,6 +603,8 @@ static DsaStatus unknown_key(const ParseCtx *c, const Table *t, const char *pref
     for (int i = 0; t->ignored && t->ignored[i] && n < MAX_CANDIDATES - 1; i++) cands[n++] = t->ignored[i];
     cands[n] = NULL;
     const char *guess = dsa_closest_word(name, cands);
+    for (size_t i = 0; !guess && i < sizeof other_names / sizeof other_names[0]; i++)
+        if (!strcmp(name, other_names[i][0]) && find_key(t, other_names[i][1])) guess = other_names[i][1];
     if (guess) {
         join(guess_path, prefix, guess);
         DSA_FAIL(DSA_ERR_CONFIG, "unknown key %s in %s; did you mean %s?", path, in, guess_path);
@@ -664,7 +733,7 @@ static DsaStatus read_stages(ParseCtx *c, const KeyDesc *k, const cJSON *v, DsaC
             describe(e, found, sizeof found);
             DSA_FAIL(DSA_ERR_CONFIG, "%s in %s: expected a stage object, found %s", sp, where(c, sp, w), found);
         }
-        stage_init(cfg, &cfg->stages[i], i, n);
+        stage_init(cfg, &cfg->stages[i], i, n, c->origins);
         DSA_TRY(read_table(c, &stage_table, e, &cfg->stages[i], sp));
     }
     return DSA_OK;
@@ -687,6 +756,7 @@ static DsaStatus read_key(ParseCtx *c, const KeyDesc *k, const cJSON *v, void *b
     void *p = at(base, k->off);
     bool *has = k->has1 ? (bool *)at(base, k->has1 - 1) : NULL;
     if (k->type == KT_STAGES) return read_stages(c, k, v, base, path);
+    if (k->type != KT_OBJECT || cJSON_IsNull(v)) origin_note(c->origins, path, path, override_of(c, path));
     if (cJSON_IsNull(v)) {
         if (!k->nullable) return type_error(c, k, v, path);
         if (has) *has = false;
@@ -1106,7 +1176,7 @@ DsaStatus dsa_config_parse(DsaConfig *cfg, const char *json_text, const char *so
     apply_defaults(&root_table, cfg);
     set_str(cfg->source, sizeof cfg->source, src);
     if (!strncmp(json_text, "\xEF\xBB\xBF", 3)) json_text += 3; /* UTF-8 byte order mark */
-    ParseCtx c = {.source = src, .overrides = overrides, .n_overrides = n_overrides};
+    ParseCtx c = {.source = src, .overrides = overrides, .n_overrides = n_overrides, .origins = &cfg->origins};
     cJSON *root = NULL;
     DsaStatus st = DSA_OK;
     DSA_TRY(parse_json(src, json_text, &root));
@@ -1231,17 +1301,80 @@ uint64_t dsa_config_hash(const DsaConfig *cfg) {
         if (!(cond)) DSA_FAIL(DSA_ERR_CONFIG, __VA_ARGS__);      \
     } while (0)
 
+/* Where the values of the keys named by a failed check came from (keys[0..n), n <= 2):
+ * `src` gets the --set overrides that set any of them ("--set a=1", or "--set a=1 and --set
+ * b=2"), or the file when none did; `why` gets " (K is V, from --set V=1; ...)" for each key
+ * that holds a section key's value (a stage inheriting it) or an override's, else "". */
+static void blame(const DsaConfig *cfg, const char *const *keys, int n, char *src, char *why) {
+    const DsaConfigOrigin *o[2] = {NULL, NULL};
+    snprintf(src, WHERE_CAP, "%s", cfg->source[0] ? cfg->source : "<config>");
+    why[0] = '\0';
+    bool any_set = false;
+    for (int i = 0; i < n; i++) {
+        o[i] = origin_find(&cfg->origins, keys[i]);
+        if (!o[i]) continue;
+        if (o[i]->set[0] && !(i == 1 && o[0] && !strcmp(o[0]->set, o[i]->set))) {
+            size_t len = any_set ? strlen(src) : 0;
+            snprintf(src + len, WHERE_CAP - len, "%s--set %s", any_set ? " and " : "", o[i]->set);
+            any_set = true;
+        }
+    }
+    const char *from[2];
+    for (int i = 0; i < n; i++) from[i] = o[i] && o[i]->set[0] ? o[i]->set : NULL;
+    const bool differ = n == 2 && !(from[0] == from[1] || (from[0] && from[1] && !strcmp(from[0], from[1])));
+    for (int i = 0; i < n; i++) {
+        const bool inherited = o[i] && strcmp(o[i]->key, o[i]->via) != 0;
+        if (!inherited && !differ) continue;
+        size_t len = strlen(why);
+        char as[KEY_CAP + 8] = "";
+        if (inherited) snprintf(as, sizeof as, " is %s,", o[i]->via);
+        snprintf(why + len, 2 * WHERE_CAP - len, "%s%s%s from %s%s", len ? "; " : " (", keys[i], as,
+                 from[i] ? "--set " : "", from[i] ? from[i] : cfg->source);
+    }
+    if (why[0]) {
+        size_t len = strlen(why);
+        snprintf(why + len, 2 * WHERE_CAP - len, ")");
+    }
+}
+
+/* The key to change for the value of `key`: the section key a stage inherited it from,
+ * else `key` itself. */
+static const char *key_to_change(const DsaConfig *cfg, const char *key) {
+    const DsaConfigOrigin *o = origin_find(&cfg->origins, key);
+    return o ? o->via : key;
+}
+
+/* Where the model / run sections' relation checks' values came from: every --set override
+ * that set a key under one of `prefixes` (NULL-terminated), or the file. */
+static const char *section_src(const DsaConfig *cfg, const char *const *prefixes, char *buf) {
+    snprintf(buf, WHERE_CAP, "%s", cfg->source[0] ? cfg->source : "<config>");
+    bool any = false;
+    for (int i = 0; i < cfg->origins.count; i++) {
+        const DsaConfigOrigin *o = &cfg->origins.entry[i];
+        bool under = false, seen = false;
+        for (int j = 0; prefixes[j]; j++) under |= !strncmp(o->key, prefixes[j], strlen(prefixes[j]));
+        for (int j = 0; j < i; j++) seen |= !strcmp(cfg->origins.entry[j].set, o->set);
+        if (!under || !o->set[0] || seen || strcmp(o->key, o->via) != 0) continue;
+        size_t len = any ? strlen(buf) : 0;
+        snprintf(buf + len, WHERE_CAP - len, "%s--set %s", any ? " and " : "", o->set);
+        any = true;
+    }
+    return buf;
+}
+
 /* Per-key checks from the tables: minimum values, finite numbers, allowed strings. */
-static DsaStatus validate_table(const char *src, const Table *t, const void *base, const char *path) {
+static DsaStatus validate_table(const DsaConfig *cfg, const Table *t, const void *base, const char *path) {
     for (int i = 0; i < t->n; i++) {
         const KeyDesc *k = &t->keys[i];
         const void *p = cat(base, k->off);
-        char kp[KEY_CAP];
+        char kp[KEY_CAP], src[WHERE_CAP], why[2 * WHERE_CAP];
         join(kp, path, k->name);
+        const char *keys[] = {kp};
+        blame(cfg, keys, 1, src, why);
         if (k->has1 && !*(const bool *)cat(base, k->has1 - 1)) continue; /* null: nothing to check */
         if (k->type == KT_INT) {
             int64_t v = *(const int64_t *)p;
-            REQUIRE(v >= k->min_i, "%s: %s = %lld must be >= %lld", src, kp, LL(v), LL(k->min_i));
+            REQUIRE(v >= k->min_i, "%s: %s = %lld must be >= %lld%s", src, kp, LL(v), LL(k->min_i), why);
         } else if (k->type == KT_INT2) {
             for (int j = 0; j < 2; j++)
                 REQUIRE(((const int64_t *)p)[j] >= k->min_i, "%s: %s[%d] = %lld must be >= %lld", src, kp, j,
@@ -1254,7 +1387,7 @@ static DsaStatus validate_table(const char *src, const Table *t, const void *bas
             DSA_TRY(check_choice(k, p, kp, src));
             REQUIRE(k->choices || k->nullable || *(const char *)p, "%s: %s must not be empty", src, kp);
         } else if (k->type == KT_OBJECT && !(k->sub->is_null && k->sub->is_null(p))) {
-            DSA_TRY(validate_table(src, k->sub, p, kp));
+            DSA_TRY(validate_table(cfg, k->sub, p, kp));
         }
     }
     return DSA_OK;
@@ -1332,40 +1465,63 @@ static bool valid_name(const char *s) {
     return true;
 }
 
-static DsaStatus validate_stage(const char *src, const DsaConfig *cfg, int i) {
+/* The --set overrides behind stage i's keys `a` and `b` ("lr_warmup_steps", "steps"):
+ * fills src, why and the full key paths (blame). */
+static void stage_blame(const DsaConfig *cfg, int i, const char *a, const char *b, char *src, char *why,
+                        char ka[KEY_CAP], char kb[KEY_CAP]) {
+    snprintf(ka, KEY_CAP, "stages.%d.%s", i, a);
+    if (b && strchr(b, '.')) snprintf(kb, KEY_CAP, "%s", b); /* a section key */
+    else snprintf(kb, KEY_CAP, "stages.%d.%s", i, b ? b : "");
+    const char *keys[] = {ka, kb};
+    blame(cfg, keys, b ? 2 : 1, src, why);
+}
+
+static DsaStatus validate_stage(const DsaConfig *cfg, int i) {
     const DsaStageConfig *s = &cfg->stages[i];
+    char src[WHERE_CAP], why[2 * WHERE_CAP], ka[KEY_CAP], kb[KEY_CAP];
+    stage_blame(cfg, i, "name", NULL, src, why, ka, kb);
     REQUIRE(s->name[0] && valid_name(s->name),
             "%s: stages.%d.name = \"%s\" must be non-empty letters, digits, '_', '-' or '.'", src, i, s->name);
     for (int j = 0; j < i; j++)
         REQUIRE(strcmp(cfg->stages[j].name, s->name) != 0, "%s: stages.%d.name and stages.%d.name are both \"%s\"",
                 src, j, i, s->name);
+    stage_blame(cfg, i, "global_batch", "train.micro_batch", src, why, ka, kb);
     REQUIRE(s->global_batch % cfg->train.micro_batch == 0,
-            "%s: train.micro_batch = %lld must divide stages.%d.global_batch = %lld", src, LL(cfg->train.micro_batch),
-            i, LL(s->global_batch));
-    REQUIRE(s->lr_warmup_steps <= s->steps, "%s: stages.%d.lr_warmup_steps = %lld exceeds stages.%d.steps = %lld",
-            src, i, LL(s->lr_warmup_steps), i, LL(s->steps));
+            "%s: train.micro_batch = %lld must divide stages.%d.global_batch = %lld%s: change %s or %s", src,
+            LL(cfg->train.micro_batch), i, LL(s->global_batch), why, key_to_change(cfg, ka), kb);
+    stage_blame(cfg, i, "lr_warmup_steps", "steps", src, why, ka, kb);
+    REQUIRE(s->lr_warmup_steps <= s->steps,
+            "%s: stages.%d.lr_warmup_steps = %lld exceeds stages.%d.steps = %lld%s: lower %s or raise %s", src, i,
+            LL(s->lr_warmup_steps), i, LL(s->steps), why, key_to_change(cfg, ka), key_to_change(cfg, kb));
+    stage_blame(cfg, i, "seq_len", "model.max_position_embeddings", src, why, ka, kb);
     REQUIRE(s->seq_len <= cfg->model.max_position_embeddings,
-            "%s: stages.%d.seq_len = %lld exceeds model.max_position_embeddings = %lld", src, i, LL(s->seq_len),
-            LL(cfg->model.max_position_embeddings));
+            "%s: stages.%d.seq_len = %lld exceeds model.max_position_embeddings = %lld%s: lower %s or raise "
+            "model.max_position_embeddings", src, i, LL(s->seq_len), LL(cfg->model.max_position_embeddings), why,
+            key_to_change(cfg, ka));
+    stage_blame(cfg, i, "index_topk", "attention", src, why, ka, kb);
     REQUIRE(strcmp(s->attention, "sparse") != 0 || s->index_topk >= 1,
-            "%s: stages.%d is sparse but its index_topk = %lld; set model.index_topk or stages.%d.index_topk >= 1",
-            src, i, LL(s->index_topk), i);
+            "%s: stages.%d is sparse but its index_topk = %lld%s; set model.index_topk or stages.%d.index_topk >= 1",
+            src, i, LL(s->index_topk), why, i);
     return DSA_OK;
 }
 
 DsaStatus dsa_config_validate(const DsaConfig *cfg) {
     const char *src = cfg->source[0] ? cfg->source : "<config>";
-    DSA_TRY(validate_table(src, &root_table, cfg, ""));
+    static const char *const model_keys_prefix[] = {"model.", NULL}, *const run_prefix[] = {"optimizer.", "train.", NULL};
+    char model_src[WHERE_CAP], run_src[WHERE_CAP];
+    DSA_TRY(validate_table(cfg, &root_table, cfg, ""));
     REQUIRE(cfg->num_stages >= 1 && cfg->num_stages <= DSA_CONFIG_MAX_STAGES, "%s: %d stages, expected 1..%d", src,
             cfg->num_stages, DSA_CONFIG_MAX_STAGES);
     bool need_indexer = cfg->model.has_indexer;
     for (int i = 0; i < cfg->num_stages; i++) {
-        DSA_TRY(validate_table(src, &stage_table, &cfg->stages[i], ""));
+        char sp[KEY_CAP];
+        join_index(sp, "stages", i);
+        DSA_TRY(validate_table(cfg, &stage_table, &cfg->stages[i], sp));
         need_indexer |= !strcmp(cfg->stages[i].attention, "sparse") || !strcmp(cfg->stages[i].trainable, "indexer");
     }
-    DSA_TRY(validate_model(src, &cfg->model, need_indexer));
-    DSA_TRY(validate_run(src, cfg));
-    for (int i = 0; i < cfg->num_stages; i++) DSA_TRY(validate_stage(src, cfg, i));
+    DSA_TRY(validate_model(section_src(cfg, model_keys_prefix, model_src), &cfg->model, need_indexer));
+    DSA_TRY(validate_run(section_src(cfg, run_prefix, run_src), cfg));
+    for (int i = 0; i < cfg->num_stages; i++) DSA_TRY(validate_stage(cfg, i));
     return DSA_OK;
 }
 

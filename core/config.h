@@ -10,7 +10,8 @@
  *    same, with its spellings translated to the HF keys.
  * An absent key takes its default (DeepSeek-V3 values for the model); JSON null means
  * "none" where a key allows it (q_lora_rank, n_routed_experts, index_topk, rope_scaling,
- * quantization_config, scale_fmt). Unknown keys and wrong JSON types are errors that
+ * quantization_config, scale_fmt); n_routed_experts 0 means none too (the spelling of a
+ * dense model in an exported config.json, DSA-SPEC §3.4). Unknown keys and wrong JSON types are errors that
  * name the key path and the file (or the --set override) and suggest the closest key.
  *
  * Loading checks keys and types only; dsa_config_validate checks the relations
@@ -72,7 +73,7 @@ typedef struct {
     int64_t qk_rope_head_dim;    /* d_r */
     int64_t v_head_dim;          /* d_v */
     int64_t first_k_dense_replace;
-    bool has_moe;               /* false: n_routed_experts was null, every FFN is dense */
+    bool has_moe;               /* false: n_routed_experts was null or 0, every FFN is dense */
     int64_t n_routed_experts;   /* 0 when !has_moe */
     int64_t n_shared_experts;   /* null = 0 */
     int64_t num_experts_per_tok;
@@ -149,6 +150,21 @@ typedef struct {
     char lr_schedule[DSA_CONFIG_NAME_CAP];
 } DsaStageConfig;
 
+/* Where values came from, for messages only (dsa_config_validate names the override and
+ * the key to change): one entry per key that a --set override gave its value, or that a
+ * stage inherited from a section key ("stages.0.steps" holds train.steps). Keys without an
+ * entry hold what the file (or the defaults) gave them. */
+enum { DSA_CONFIG_MAX_ORIGINS = 96, DSA_CONFIG_KEY_CAP = 64 };
+typedef struct {
+    char key[DSA_CONFIG_KEY_CAP]; /* "stages.0.steps" */
+    char via[DSA_CONFIG_KEY_CAP]; /* the key whose value it holds: "train.steps", or key itself */
+    char set[DSA_CONFIG_PATH_CAP]; /* the override that set via ("train.steps=2"), "" for the file */
+} DsaConfigOrigin;
+typedef struct {
+    int count;
+    DsaConfigOrigin entry[DSA_CONFIG_MAX_ORIGINS];
+} DsaConfigOrigins;
+
 typedef struct {
     DsaModelConfig model;
     DsaDataConfig data;
@@ -157,6 +173,7 @@ typedef struct {
     DsaStageConfig stages[DSA_CONFIG_MAX_STAGES];
     int num_stages; /* >= 1; without "stages" one stage "lm" (dense, all) of train.steps */
     char source[DSA_CONFIG_PATH_CAP]; /* file it came from, "<defaults>" or the source name */
+    DsaConfigOrigins origins;         /* --set overrides and stage inheritance, for messages */
 } DsaConfig;
 
 /* Fill `cfg` with the defaults (DeepSeek-V3 671B model without indexer, one "lm" stage). */
@@ -177,11 +194,13 @@ DsaStatus dsa_config_parse(DsaConfig *cfg, const char *json_text, const char *so
                            const char *const *overrides, int n_overrides);
 
 /* Check the relations between values (positive sizes, divisibility, DSA-SPEC §2 scaling
- * rules, stage names); the error names the keys, their values and cfg->source. */
+ * rules, stage names); the error names the keys, their values and where they came from:
+ * cfg->source, or the --set override that set them (and, for a stage key inherited from a
+ * section key, that key: the one to change). */
 DsaStatus dsa_config_validate(const DsaConfig *cfg);
 
 /* The fully resolved config in our file format, pretty-printed; parsing it back gives an
- * identical DsaConfig (except `source`). *text is malloc'ed: release it with free(). */
+ * identical DsaConfig (except `source` and `origins`). *text is malloc'ed: release it with free(). */
 DsaStatus dsa_config_to_json(const DsaConfig *cfg, char **text);
 
 /* Stable 64-bit hash (FNV-1a) of the resolved model section, for checkpoint

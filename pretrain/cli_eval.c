@@ -120,8 +120,10 @@ static DsaStatus source_open(Source *s, const EvalArgs *a, int64_t vocab) {
         DSA_TRY(dsa_file_read_all(a->tokens_path, &buf, &len));
         if (len % 4 != 0 || len < (size_t)(a->seq_len + 1) * 4) {
             dsa_free(buf, len + 1);
-            DSA_FAIL(DSA_ERR_FORMAT, "%s: %zu bytes: expected a uint32 token file of at least seq_len + 1 = %lld tokens",
-                     a->tokens_path, len, (long long)(a->seq_len + 1));
+            DSA_FAIL(DSA_ERR_FORMAT,
+                     "%s: %zu bytes: expected a uint32 token file of at least seq_len + 1 = %lld tokens%s",
+                     a->tokens_path, len, (long long)(a->seq_len + 1),
+                     len % 4 == 0 && len >= 8 ? " (a shorter --seq-len fits: at most the file's tokens - 1)" : "");
         }
         s->file_count = (int64_t)(len / 4);
         s->file_tokens = dsa_malloc(len);
@@ -209,10 +211,19 @@ static DsaStatus run_eval(EvalArgs *a) {
     if (a->seq_len > m.cfg.max_position_embeddings)
         DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--seq-len %lld exceeds the model's max_position_embeddings %lld",
                       (long long)a->seq_len, (long long)m.cfg.max_position_embeddings);
-    DSA_TRY_GOTO(st, source_open(&src, a, m.cfg.vocab_size), out);
+    st = source_open(&src, a, m.cfg.vocab_size);
+    if (st == DSA_ERR_RANGE)
+        dsa_error_push(__FILE__, __LINE__, "--seq-len %lld: use a shorter window, or give more data", (long long)L);
+    if (st != DSA_OK) goto out;
     int64_t avail = source_windows(&src, a->seq_len);
     int64_t n = a->windows < avail ? a->windows : avail;
     if (n < 1) DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "no complete window of %lld tokens in the data", (long long)a->seq_len);
+    if (n < a->windows)
+        dsa_log(DSA_LOG_WARN, "eval: the data holds %lld window%s of %lld tokens (%lld tokens), fewer than the %lld "
+                "asked for (--windows): evaluating %lld",
+                (long long)avail, avail == 1 ? "" : "s", (long long)L,
+                (long long)(src.loader ? dsa_loader_total_tokens(src.loader) : src.file_count), (long long)a->windows,
+                (long long)n);
     in = dsa_malloc((size_t)(B * L) * sizeof *in);
     tgt = dsa_malloc((size_t)(B * L) * sizeof *tgt);
     if (!in || !tgt) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "token buffers");
@@ -236,7 +247,11 @@ static DsaStatus run_eval(EvalArgs *a) {
     if (!a->grads_path)
         for (int i = 0; i < m.table.count; i++) m.requires_grad[i] = false;
     if (!dsa && a->topk)
-        DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--topk: %s has no lightning indexer (a dense model)", dir);
+        DSA_FAIL_GOTO(st, out, DSA_ERR_ARG,
+                      "--topk: %s has no lightning indexer (a dense model), so it has no sparse attention to "
+                      "evaluate: drop --topk, or add an indexer with `dsa convert --add-indexer %s --out DIR` and "
+                      "train it (the warm-up and sparse stages of configs/tiny-dsa.json)",
+                      dir, a->checkpoint);
     dsa_model_reset_indexer_stats(&m);
     double loss_sum = 0, sparse_sum = 0, t0 = dsa_time_now();
     int64_t count = 0;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/strutil.h"
 #include "pretrain/cli.h"
 #include "pretrain/export.h"
@@ -29,7 +30,8 @@ static void usage(FILE *out) {
             "  --out DIR            output directory (absent or empty)\n"
             "  --dtype D            bf16, fp8 or f32 (default: see above)\n"
             "  --shard-size BYTES   largest shard, e.g. 5GB, 500MB, 2GiB, 1000000 (default: one file)\n"
-            "  --quiet              no progress lines\n"
+            "  --quiet              no progress or log lines (warnings and errors still show); only\n"
+            "                       the result line \"exported: DIR (DTYPE)\" is printed\n"
             "  -h, --help           this text\n\n"
             "example:\n"
             "  dsa export runs/demo/tiny-dsa --out runs/demo/tiny-dsa-hf --shard-size 5GB\n");
@@ -87,6 +89,7 @@ int cli_export(int argc, char **argv) {
     }
     if (rc < 0) {
         DsaExportDType used = DSA_EXPORT_AUTO;
+        if (!o.progress) dsa_log_set_level(DSA_LOG_WARN); /* --quiet: no log lines but warnings, as train */
         DsaStatus st = dsa_export(src, out, &o, &used);
         if (st == DSA_OK) printf("exported: %s (%s)\n", out, dsa_export_dtype_name(used));
         rc = cli_report("export", st);

@@ -102,7 +102,14 @@ int cli_train(int argc, char **argv) {
         DsaStatus st = cfg ? dsa_config_load(cfg, path, sets, n_sets) : DSA_ERR_NOMEM;
         DsaTrainResult res;
         if (st == DSA_OK) st = dsa_train(cfg, &opts, &res);
-        if (st == DSA_OK)
+        if (st == DSA_OK && res.already_done && res.steps_done >= res.total_steps)
+            printf("run already complete: %s is at step %lld of %lld (%s); nothing to train\n", cfg->train.out_dir,
+                   (long long)res.steps_done, (long long)res.total_steps, res.last_checkpoint);
+        else if (st == DSA_OK && res.already_done)
+            printf("nothing to train: %s is at step %lld of %lld (%s), already at or past --stop-at %lld\n",
+                   cfg->train.out_dir, (long long)res.steps_done, (long long)res.total_steps, res.last_checkpoint,
+                   (long long)opts.stop_at);
+        else if (st == DSA_OK)
             printf("trained to step %lld, last loss %.4f, checkpoint %s\n", (long long)res.steps_done, res.last_loss,
                    res.last_checkpoint[0] ? res.last_checkpoint : "(none)");
         dsa_free(cfg, sizeof *cfg);

@@ -90,8 +90,16 @@ DsaStatus dsa_export_config_json(const DsaModelConfig *m, DsaExportDType mode, c
     set_item(root, "torch_dtype", cJSON_CreateString(mode == DSA_EXPORT_F32 ? "float32" : "bfloat16"));
     set_item(root, "num_nextn_predict_layers", cJSON_CreateNumber(0));
     /* NOTE: HF's DeepSeek classes build an MoE block in every layer >= first_k_dense_replace
-     * whatever n_routed_experts says; a dense model spells "no MoE layer" this way. */
-    if (!m->has_moe) set_item(root, "first_k_dense_replace", cJSON_CreateNumber((double)m->num_hidden_layers));
+     * whatever n_routed_experts says; a dense model spells "no MoE layer" this way. Their
+     * configs type n_routed_experts and num_experts_per_tok as integers (transformers 5
+     * refuses null), so a dense model writes 0 for both: no routed experts, none per token.
+     * Our reader takes n_routed_experts 0 as dense again (core/config.c, model_post;
+     * DSA-SPEC §3.4 Decision (models without routed experts)). */
+    if (!m->has_moe) {
+        set_item(root, "first_k_dense_replace", cJSON_CreateNumber((double)m->num_hidden_layers));
+        set_item(root, "n_routed_experts", cJSON_CreateNumber(0));
+        set_item(root, "num_experts_per_tok", cJSON_CreateNumber(0));
+    }
     if (!m->has_indexer) {
         cJSON_DeleteItemFromObjectCaseSensitive(root, "index_topk");
         cJSON_DeleteItemFromObjectCaseSensitive(root, "index_n_heads");

@@ -5,9 +5,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/strutil.h"
+#include "data/shard.h"
 #include "pretrain/cli.h"
+#include "pretrain/trainer.h"
+
+/* The release, and the versions of the files dsa writes (each refuses other versions). */
+#define DSA_VERSION "0.1.0"
 
 typedef struct {
     const char *name;
@@ -22,9 +28,9 @@ static const Subcommand subcommands[] = {
     {"convert", cli_convert, "import an HF checkpoint (sharded, bf16, FP8), streamed; --add-indexer adds an indexer"},
     {"train", cli_train, "train a model: stages, gradient accumulation, AdamW, checkpoints, exact resume"},
     {"export", cli_export, "write a DeepSeek-V3.2-layout Hugging Face checkpoint (bf16, FP8 or f32, sharded)"},
-    {"eval", cli_eval, "loss of a checkpoint on held-out shards or a token file; --grads for parity checks"},
+    {"eval", cli_eval, "held-out loss (dense and sparse), indexer KL and recall, task accuracy; --grads"},
     {"config", cli_config, "print or check a resolved configuration (HF config.json keys, --set overrides)"},
-    {"bench", cli_bench, "measure loader throughput against a plain read of the same tokens"},
+    {"bench", cli_bench, "benchmarks: loader, training steps (tokens/s, GFLOP/s, memory), SGEMM, dense vs sparse"},
     {"info", cli_info, "show the build (CUDA compiled?) and the devices found"},
 };
 enum { NUM_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };
@@ -32,8 +38,22 @@ enum { NUM_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };
 static void print_usage(FILE *out) {
     fprintf(out,
             "dsa: continued pre-training of dense MLA models into DeepSeek Sparse Attention\n\n"
-            "usage: dsa <command> [options]    (dsa <command> --help for its options)\n\ncommands:\n");
+            "usage: dsa <command> [options]    (dsa <command> --help for its options)\n"
+            "       dsa --version\n\ncommands:\n");
     for (int i = 0; i < NUM_SUBCOMMANDS; i++) fprintf(out, "  %-9s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(out, "\nThe math the help texts cite as \"DSA-SPEC N\" is docs/DSA-SPEC.md in the repository;\n"
+                 "README.md walks through the commands, docs/DESIGN.md describes the architecture.\n");
+}
+
+static void print_version(void) {
+    printf("dsa %s\nformats: shards %d, run config %d, trainer state %d\nCUDA: %s\n", DSA_VERSION,
+           DSA_SHARD_FORMAT_VERSION, DSA_CONFIG_FORMAT_VERSION, DSA_TRAIN_STATE_VERSION,
+#ifdef DSA_HAVE_CUDA
+           "compiled (dsa info lists the devices)"
+#else
+           "not compiled (a CPU build)"
+#endif
+    );
 }
 
 int cli_report(const char *sub, DsaStatus status) {
@@ -46,6 +66,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        print_version();
+        return 0;
     }
     for (int i = 0; i < NUM_SUBCOMMANDS; i++) {
         if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].run(argc - 1, argv + 1);

@@ -98,6 +98,21 @@ static DsaStatus check_supported(const DsaConfig *cfg) {
 
 /* ---- data ------------------------------------------------------------------------ */
 
+/* A stage that needs more windows than the data holds sees each of them several times
+ * (epochs); when it needs more than one epoch, say so with the figures. */
+static void warn_repeats(const Trainer *t, int stage) {
+    const DsaStageConfig *s = &t->cfg->stages[stage];
+    const int64_t have = dsa_loader_rank_windows(t->loader), need = s->steps * s->global_batch;
+    if (need <= have) return;
+    dsa_log(DSA_LOG_WARN,
+            "stage %d \"%s\": %lld steps x %lld sequences need %lld windows of %lld tokens, but the data (%d shard(s) "
+            "starting with %s, %lld tokens) holds %lld: each window is used about %.3g times%s; add data or lower "
+            "the stage's steps, global_batch or seq_len",
+            stage, s->name, (long long)s->steps, (long long)s->global_batch, (long long)need, (long long)s->seq_len + 1,
+            t->num_paths, t->paths[0], (long long)dsa_loader_total_tokens(t->loader), (long long)have,
+            (double)need / (double)have, have < s->global_batch ? ", several times within every step" : "");
+}
+
 static DsaStatus open_stage_loader(Trainer *t, int stage) {
     const DsaConfig *cfg = t->cfg;
     if (t->loader && t->loader_stage == stage) return DSA_OK;
@@ -111,8 +126,17 @@ static DsaStatus open_stage_loader(Trainer *t, int stage) {
     lo.segment_ids = 0;
     lo.prefetch = (int)cfg->data.prefetch;
     lo.vocab_size = (uint64_t)cfg->model.vocab_size;
-    DSA_TRY(dsa_loader_open(&t->loader, &lo));
+    DsaStatus st = dsa_loader_open(&t->loader, &lo);
+    if (st == DSA_ERR_RANGE)
+        dsa_error_push(__FILE__, __LINE__,
+                       "stages.%d (\"%s\") reads windows of seq_len + 1 = %lld tokens: lower stages.%d.seq_len (or "
+                       "data.seq_len, which stages inherit) until a window fits in the data, or add shards to data.train",
+                       stage, cfg->stages[stage].name, (long long)lo.seq_len + 1, stage);
+    else if (st != DSA_OK)
+        dsa_error_push(__FILE__, __LINE__, "opening the data.train shards for stages.%d", stage);
+    if (st != DSA_OK) return st;
     t->loader_stage = stage;
+    warn_repeats(t, stage);
     if (t->have_cursor && t->cursor_stage == stage) {
         DSA_TRY(dsa_loader_seek(t->loader, &t->cursor));
         t->have_cursor = false;
@@ -506,12 +530,33 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
 
     const char *out_dir = cfg->train.out_dir;
+    int64_t end = opts->stop_at > 0 && opts->stop_at < t.total_steps ? opts->stop_at : t.total_steps;
     /* a save stopped by a kill or a full disk: adopt its checkpoint (checkpoint.h) */
     DSA_TRY_GOTO(st, dsa_checkpoint_recover(out_dir), out);
     if (opts->resume) {
         char dir[1024];
-        DSA_TRY_GOTO(st, dsa_checkpoint_resolve(out_dir, dir, sizeof dir), out);
+        struct stat sb;
+        if (stat(out_dir, &sb) != 0 && errno == ENOENT)
+            DSA_FAIL_GOTO(st, out, DSA_ERR_IO,
+                          "--resume: train.out_dir %s does not exist, so there is no run to resume: start the run "
+                          "without --resume, or set train.out_dir to the directory of the run to continue",
+                          out_dir);
+        st = dsa_checkpoint_resolve(out_dir, dir, sizeof dir);
+        if (st != DSA_OK) {
+            dsa_error_push(__FILE__, __LINE__,
+                           "--resume: no checkpoint to resume in train.out_dir %s: start the run without --resume, "
+                           "or set train.out_dir to the directory of the run to continue",
+                           out_dir);
+            goto out;
+        }
         DSA_TRY_GOTO(st, load_checkpoint(&t, dir), out);
+        if (t.step >= end) { /* nothing left to do: say so, change nothing */
+            result->steps_done = t.step;
+            result->total_steps = t.total_steps;
+            result->already_done = true;
+            snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", dir);
+            goto out;
+        }
         dsa_log(DSA_LOG_INFO, "resumed from %s at step %lld", dir, (long long)t.step);
     } else {
         if (has_latest(out_dir))
@@ -528,7 +573,6 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     }
     DSA_TRY_GOTO(st, open_metrics(&t, opts->resume ? t.step : 0), out);
 
-    int64_t end = opts->stop_at > 0 && opts->stop_at < t.total_steps ? opts->stop_at : t.total_steps;
     dsa_log(DSA_LOG_INFO, "training %lld parameters on %s (%d threads), steps %lld..%lld of %lld, out_dir %s",
             (long long)dsa_model_param_count(&cfg->model), be->name, dsa_backend_cpu_threads(), (long long)t.step + 1,
             (long long)end, (long long)t.total_steps, out_dir);
@@ -543,6 +587,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
         if (periodic || t.step == end) DSA_TRY_GOTO(st, save_checkpoint(&t, stage), out);
     }
     result->steps_done = t.step;
+    result->total_steps = t.total_steps;
     result->last_loss = t.last_loss;
     snprintf(result->last_checkpoint, sizeof result->last_checkpoint, "%s", t.last_checkpoint);
 out:

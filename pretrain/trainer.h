@@ -46,8 +46,11 @@ typedef struct {
 /* Outcome of a run, for callers and tests. */
 typedef struct {
     int64_t steps_done;  /* global step reached */
+    int64_t total_steps; /* of all stages */
+    bool already_done;   /* --resume found the run at or past its end (or --stop-at): nothing ran */
     double last_loss;
-    char last_checkpoint[1024]; /* directory of the last checkpoint written ("" if none) */
+    char last_checkpoint[1024]; /* directory of the last checkpoint written ("" if none; the
+                                 * resumed one when already_done) */
 } DsaTrainResult;
 
 /* Run training as `cfg` describes (validated here). Refuses to start fresh in an

@@ -268,6 +268,61 @@ static void test_unknown_keys(void **state) {
     expect_parse_error("{\"model_type\": \"deepseek_v3\", \"attention_bias\": true}", NULL, 0,
                        "model.attention_bias in x.json: only false is supported");
     expect_parse_error("{\"format_version\": 2}", NULL, 0, "format_version in x.json is 2");
+    /* other frameworks' names point to ours */
+    const char *lr[] = {"optimizer.learning_rate=1e-4"};
+    expect_parse_error("{}", lr, 1, "unknown key optimizer.learning_rate in --set optimizer.learning_rate=1e-4; "
+                                    "did you mean optimizer.lr?");
+    expect_parse_error("{\"train\": {\"max_steps\": 5}}", NULL, 0, "did you mean train.steps?");
+    expect_parse_error("{\"data\": {\"seq_length\": 5}}", NULL, 0, "did you mean data.seq_len?");
+}
+
+/* Load `file` with the one override `set`, then check validation fails with `needle`. */
+static void expect_blame(const char *file, const char *set, const char *needle) {
+    DsaConfig *cfg = cfg_new();
+    const char *sets[] = {set};
+    assert_ok(dsa_config_load(cfg, file, sets, 1));
+    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG, needle);
+    free(cfg);
+}
+
+/* A relation broken by a --set override names the override and the key to change, also
+ * when a stage inherits the value (stages.0.steps holds train.steps); without overrides
+ * the file is named; a stage key the file sets itself is not blamed on the section key. */
+static void test_override_blame(void **state) {
+    (void)state;
+    DsaConfig *cfg = cfg_new();
+    const char *steps[] = {"data.train=x", "train.steps=2"};
+    assert_ok(dsa_config_load(cfg, "configs/tiny-dense.json", steps, 2));
+    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG,
+                      "--set train.steps=2: stages.0.lr_warmup_steps = 20 exceeds stages.0.steps = 2 "
+                      "(stages.0.lr_warmup_steps is optimizer.lr_warmup_steps, from configs/tiny-dense.json; "
+                      "stages.0.steps is train.steps, from --set train.steps=2): lower optimizer.lr_warmup_steps "
+                      "or raise train.steps");
+    assert_null(strstr(dsa_error_message(), "configs/tiny-dense.json: stages"));
+    expect_blame("configs/tiny-dense.json", "optimizer.lr_warmup_steps=400",
+                 "--set optimizer.lr_warmup_steps=400: stages.0.lr_warmup_steps = 400 exceeds");
+    expect_blame("configs/tiny-dense.json", "data.seq_len=4096",
+                 "--set data.seq_len=4096: stages.0.seq_len = 4096 exceeds model.max_position_embeddings = 1024 "
+                 "(stages.0.seq_len is data.seq_len, from --set data.seq_len=4096; model.max_position_embeddings "
+                 "from configs/tiny-dense.json): lower data.seq_len or raise model.max_position_embeddings");
+    expect_blame("configs/tiny-dense.json", "train.steps=0", "--set train.steps=0: train.steps = 0 must be >= 1");
+    expect_blame("configs/tiny-dense.json", "model.num_key_value_heads=2",
+                 "--set model.num_key_value_heads=2: model.num_key");
+    /* tiny-dsa's stages give their own steps: train.steps does not reach them */
+    assert_ok(dsa_config_load(cfg, "configs/tiny-dsa.json", steps, 2));
+    assert_ok(dsa_config_validate(cfg));
+    expect_blame("configs/tiny-dsa.json", "stages.1.steps=5",
+                 "--set stages.1.steps=5: stages.1.lr_warmup_steps = 10 exceeds stages.1.steps = 5 "
+                 "(stages.1.lr_warmup_steps from configs/tiny-dsa.json; stages.1.steps from --set "
+                 "stages.1.steps=5): lower stages.1.lr_warmup_steps or raise stages.1.steps");
+    /* the same broken relation in a file names the file */
+    const char *text = "{\"train\": {\"steps\": 2}, \"optimizer\": {\"lr_warmup_steps\": 3}}";
+    assert_ok(dsa_config_parse(cfg, text, "w.json", NULL, 0));
+    assert_fails_with(dsa_config_validate(cfg), DSA_ERR_CONFIG,
+                      "w.json: stages.0.lr_warmup_steps = 3 exceeds stages.0.steps = 2 (stages.0.lr_warmup_steps is "
+                      "optimizer.lr_warmup_steps, from w.json; stages.0.steps is train.steps, from w.json): lower "
+                      "optimizer.lr_warmup_steps or raise train.steps");
+    free(cfg);
 }
 
 static void test_wrong_types(void **state) {
@@ -416,6 +471,7 @@ static void check_round_trip(const DsaConfig *a) {
     char *text = NULL, *text2 = NULL;
     assert_ok(dsa_config_to_json(a, &text));
     assert_ok(dsa_config_parse(b, text, a->source, NULL, 0));
+    b->origins = a->origins; /* where values came from is not part of the config */
     if (memcmp(a, b, sizeof *a) != 0) fail_msg("round trip of %s changed the config:\n%s", a->source, text);
     assert_ok(dsa_config_to_json(b, &text2));
     assert_string_equal(text, text2);
@@ -561,6 +617,7 @@ int main(void) {
         cmocka_unit_test(test_v2_lite),
         cmocka_unit_test(test_reference_spelling),
         cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_override_blame),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_bad_json_and_missing_file),
         cmocka_unit_test(test_overrides),

@@ -254,11 +254,51 @@ static void test_export_config(void **state) {
     dsa_free(cfg, sizeof *cfg);
 }
 
+/* A model without routed experts (the demo's tiny-dense, tiny-dsa): transformers types
+ * n_routed_experts and num_experts_per_tok as integers, so the export writes 0 for both
+ * and first_k_dense_replace = num_hidden_layers; our loader reads that back as dense. */
+static void test_export_config_dense(void **state) {
+    (void)state;
+    DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
+    assert_non_null(cfg);
+    const char *configs[] = {"configs/tiny-dense.json", "configs/tiny-dsa.json"};
+    for (int c = 0; c < 2; c++) {
+        assert_ok(dsa_config_load(cfg, configs[c], NULL, 0));
+        assert_false(cfg->model.has_moe);
+        assert_true(cfg->model.num_experts_per_tok > 0); /* the file's value, unused by a dense model */
+        cJSON *j = export_json(&cfg->model, DSA_EXPORT_BF16);
+        const cJSON *e = cJSON_GetObjectItem(j, "n_routed_experts"), *k = cJSON_GetObjectItem(j, "num_experts_per_tok");
+        assert_true(cJSON_IsNumber(e) && e->valuedouble == 0);
+        assert_true(cJSON_IsNumber(k) && k->valuedouble == 0);
+        assert_int_equal(cJSON_GetObjectItem(j, "first_k_dense_replace")->valueint, (int)cfg->model.num_hidden_layers);
+        char *text = cJSON_Print(j);
+        const char *path = test_write_file("export-dense-config.json", text, strlen(text));
+        free(text);
+        cJSON_Delete(j);
+        DsaModelConfig back;
+        assert_ok(dsa_model_config_load(&back, path));
+        assert_false(back.has_moe);
+        assert_int_equal(back.n_routed_experts, 0);
+        assert_int_equal(back.has_indexer, cfg->model.has_indexer);
+        DsaParamCounts a, b;
+        dsa_model_param_counts(&cfg->model, &a);
+        dsa_model_param_counts(&back, &b);
+        assert_int_equal(a.total, b.total);
+        assert_int_equal(b.moe, 0);
+    }
+    /* 0 in our own configs means the same as null */
+    const char *sets[] = {"model.n_routed_experts=0"};
+    assert_ok(dsa_config_load(cfg, "configs/tiny.json", sets, 1));
+    assert_false(cfg->model.has_moe);
+    assert_ok(dsa_config_validate(cfg));
+    dsa_free(cfg, sizeof *cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_rounding_edges),       cmocka_unit_test(test_fp8_refused_for_1d),
         cmocka_unit_test(test_stream_memory_is_one_tensor), cmocka_unit_test(test_export_dtype_rule),
-        cmocka_unit_test(test_export_config),
+        cmocka_unit_test(test_export_config),             cmocka_unit_test(test_export_config_dense),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     test_tmpdir_remove();

@@ -28,6 +28,15 @@ Cases (plus negative-control: one norm gain changed by 1% in the saved file must
                     loaded by transformers' FineGrainedFP8 loader (it dequantizes on a
                     machine without a GPU; needs accelerate): every loaded weight must equal
                     the export decoded independently here, then the logits are compared
+  g. v3-dense-export, v32-dense-export
+                    a model without routed experts (our dense spelling, n_routed_experts
+                    null) imported with `dsa convert` (and `--add-indexer` for v32), exported
+                    with `dsa export --dtype f32`: its config.json must give integers for
+                    n_routed_experts and num_experts_per_tok (0 and 0; transformers refuses
+                    null), AutoModelForCausalLM.from_pretrained must load it, its logits must
+                    match `dsa eval` of the export, and greedy generate() must give the tokens
+                    the original transformers model generates (v32: the sparse logits of
+                    `dsa eval --no-fp8`, and generate() must run)
 
 Tolerance (fp32 on both sides): max |logit difference| <= 1e-4 * max |reference logit|
 and |loss difference| <= 1e-5 * max(1, loss). Both sides compute in fp32 with different
@@ -526,6 +535,95 @@ def loaded_weight(params, name):
     return fused[:half] if which == "gate" else fused[half:]
 
 
+def dense_source(args, work, name, seed):
+    """A tiny DeepseekV3 model without MoE layers, saved by transformers, then given our
+    own spelling of a dense model (n_routed_experts null) and imported with `dsa convert`:
+    the shape of every dense model dsa trains (configs/tiny-dense.json). Returns the
+    transformers model and the converted directory."""
+    m = build("v3", v3_kwargs(first_k_dense_replace=2, rope_parameters=dict(rope_type="default", rope_theta=10000.0)),
+              seed)
+    src = os.path.join(work, name + "-src")
+    m.save_pretrained(src)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["n_routed_experts"] = None
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    conv = os.path.join(work, name + "-conv")
+    run([args.dsa, "convert", src, "--out", conv, "--quiet"], "dsa convert")
+    return m, conv
+
+
+def check_dense_config(exp):
+    """The export's config.json spells "no routed experts" with integers transformers accepts."""
+    with open(os.path.join(exp, "config.json")) as f:
+        cfg = json.load(f)
+    got = {k: cfg.get(k) for k in ("n_routed_experts", "num_experts_per_tok", "first_k_dense_replace")}
+    want = {"n_routed_experts": 0, "num_experts_per_tok": 0, "first_k_dense_replace": cfg["num_hidden_layers"]}
+    log("%s config.json: %s" % (os.path.basename(exp), got))
+    if got != want or any(isinstance(v, bool) or not isinstance(v, int) for v in got.values()):
+        raise Fail("%s/config.json: %s, expected %s" % (exp, got, want))
+
+
+def export_dense(args, work, src, name, arch):
+    """`dsa export --dtype f32` of the dense model in `src` to WORK/name, its config.json
+    checked, loaded with AutoModelForCausalLM.from_pretrained, which must give `arch`."""
+    import transformers
+
+    exp = os.path.join(work, name)
+    run([args.dsa, "export", src, "--out", exp, "--dtype", "f32", "--quiet"], "dsa export")
+    check_dense_config(exp)
+    model = transformers.AutoModelForCausalLM.from_pretrained(exp, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    if type(model).__name__ != arch:
+        raise Fail("%s: the dense export loaded as %s, expected %s" % (name, type(model).__name__, arch))
+    return exp, model
+
+
+def greedy(model, prompt, n=8):
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt, max_new_tokens=n, do_sample=False, use_cache=True,
+                             pad_token_id=0)
+    return out[0, prompt.shape[1]:].tolist()
+
+
+def case_v3_dense_export(args, work):
+    if not args.export_help:
+        raise Skip("dsa export does not exist yet")
+    orig, conv = dense_source(args, work, "v3-dense-export", 51)
+    exp, model = export_dense(args, work, conv, "v3-dense-export", "DeepseekV3ForCausalLM")
+    check_model(args, work, "v3-dense-export", model, 51, model_dir=exp)
+    prompt = windows(write_tokens(os.path.join(work, "v3-dense-prompt.u32"), model.config.vocab_size, 52))[0][:1, :8]
+    ours, theirs = greedy(model, prompt), greedy(orig, prompt)
+    log("v3-dense-export: generate() of the export %s, of the original model %s" % (ours, theirs))
+    if ours != theirs:
+        raise Fail("v3-dense-export: the export generates %s, the original model %s" % (ours, theirs))
+
+
+def case_v32_dense_export(args, work):
+    if not args.export_help:
+        raise Skip("dsa export does not exist yet")
+    _, conv = dense_source(args, work, "v32-dense-export", 53)
+    dsa_dir = os.path.join(work, "v32-dense-dsa")
+    run([args.dsa, "convert", "--add-indexer", conv, "--out", dsa_dir, "--index-n-heads", "32", "--index-head-dim",
+         "16", "--index-topk", "8", "--seed", "5", "--quiet"], "dsa convert --add-indexer")
+    exp, model = export_dense(args, work, dsa_dir, "v32-dense-export", "DeepseekV32ForCausalLM")
+    tok = os.path.join(work, "v32-dense.u32")
+    toks = write_tokens(tok, model.config.vocab_size, 53)
+    inp, tgt = windows(toks)
+    res, ours = dsa_eval(args, exp, tok, os.path.join(work, "v32-dense.logits.safetensors"), extra=["--no-fp8"])
+    ref = hf_logits(model, inp)
+    rows, differ, ties, _ = indexer_selection_check(model, inp, 8)
+    if differ or ties:
+        raise Fail("v32-dense-export: %d of %d rows select different keys, %d exact ties" % (differ, rows, ties))
+    compare("v32-dense-export sparse logits", ours["logits_sparse"], ref)
+    compare_loss("v32-dense-export sparse", res["sparse_loss"], ce_loss(ref, tgt))
+    gen = greedy(model, inp[:1, :8])
+    log("v32-dense-export: generate() of the export: %s" % gen)
+    if len(gen) != 8 or not all(0 <= t < model.config.vocab_size for t in gen):
+        raise Fail("v32-dense-export: generate() gave %s" % gen)
+
+
 def case_v32_export_fp8(args, work):
     try:
         import accelerate  # noqa: F401  (transformers' FP8 loader needs it)
@@ -616,6 +714,8 @@ CASES = [
     ("v3-fp8-sharded", case_fp8_sharded),
     ("v32-export", case_v32_export),
     ("v32-export-fp8", case_v32_export_fp8),
+    ("v3-dense-export", case_v3_dense_export),
+    ("v32-dense-export", case_v32_dense_export),
 ]
 
 

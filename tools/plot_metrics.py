@@ -5,8 +5,11 @@
 
 Runs are read in the order given and are treated as consecutive phases (e.g. a dense LM
 run, then a DSA run started from its checkpoint): a run whose steps start again at or
-below the previous run's last step is shifted to continue after it. Writes to OUT_DIR:
-  lm_loss.png     LM loss vs step per run/stage, moving average, dashed stage switches
+below the previous run's last step is shifted to continue after it. The plots, the
+x-axis label and summary.txt say so ("tiny-dsa: steps 1-200 plotted at 301-500"), and
+each stage or run switch is a dashed line labelled with the stage it starts; the
+switches and shifts are also printed. Writes to OUT_DIR:
+  lm_loss.png     LM loss vs step per run/stage, moving average, labelled stage switches
   indexer_kl.png  per-layer indexer KL and their sum vs step (log scale)
   recall.png      per-layer top-k recall of the dense attention mass vs step
   summary.txt     per run and stage: steps, first/last loss, KL, recall, tokens/s,
@@ -62,14 +65,23 @@ def read_metrics(run):
     return rows
 
 
-def segments(runs):
-    """Split runs into (run name, stage, rows, x) pieces; x continues across runs."""
-    out, last_x = [], 0
+def segments(runs, notes=None):
+    """Split runs into (run name, stage, rows, x) pieces; x continues across runs. A note
+    for each run whose steps are shifted, or that does not start at step 1, is appended
+    to `notes`."""
+    out, last_x, prev = [], 0, None
     for run, rows in runs:
         name = os.path.basename(os.path.normpath(run))
         if name == "metrics.jsonl":
             name = os.path.basename(os.path.dirname(os.path.abspath(run)))
         offset = last_x if rows[0]["step"] <= last_x else 0
+        first, last = rows[0]["step"], rows[-1]["step"]
+        if notes is not None and offset:
+            notes.append(f"{name}: steps {first}-{last} plotted at {first + offset:g}-{last + offset:g} "
+                         f"(shifted by {offset:g} to follow {prev})")
+        elif notes is not None and first > 1:
+            notes.append(f"{name}: starts at step {first} (its metrics.jsonl holds no earlier step)")
+        prev = name
         start = 0
         for i in range(1, len(rows) + 1):
             if i == len(rows) or rows[i]["stage"] != rows[start]["stage"]:
@@ -100,19 +112,32 @@ def moving_average(y, w):
     return np.concatenate([head, (c[w:] - c[:-w]) / w])
 
 
-def plot_all(segs, out, title):
+def boundaries(segs):
+    """(x, label) of every stage or run switch: the x where the next piece starts."""
+    out = []
+    for i, (run, stage, rows, x) in enumerate(segs[1:], 1):
+        label = stage if run == segs[i - 1][0] else f"{run} / {stage}"
+        out.append((x[0] - 0.5, f"step {rows[0]['step']}: {label}" if x[0] != rows[0]["step"] else label))
+    return out
+
+
+def plot_all(segs, out, title, notes=()):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    xlabel = "step" + ("  (" + "; ".join(notes) + ")" if notes else "")
+
     def figure(ylabel, name):
         fig, ax = plt.subplots(figsize=(10, 5))
-        ax.set_xlabel("step")
+        ax.set_xlabel(xlabel, fontsize=8 if notes else None)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {name}" if title else name)
         ax.grid(alpha=0.3)
-        for _, _, _, x in segs[1:]:  # stage and run switches
-            ax.axvline(x[0] - 0.5, color="gray", linestyle="--", linewidth=0.8)
+        for xb, label in boundaries(segs):  # stage and run switches, labelled with what starts
+            ax.axvline(xb, color="gray", linestyle="--", linewidth=0.8)
+            ax.text(xb, 0.98, " " + label, transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="left",
+                    fontsize=7, color="dimgray")
         return fig, ax
 
     def save(fig, ax, name):
@@ -168,7 +193,7 @@ def num(v, spec=".4f"):
     return "-" if v is None or not np.isfinite(v) else format(v, spec)
 
 
-def summary(segs, evals):
+def summary(segs, evals, notes=()):
     lines, rows = [], []
     for run, stage, seg, x in segs:
         loss = np.array([r["loss"] for r in seg], dtype=float)
@@ -183,6 +208,12 @@ def summary(segs, evals):
     lines += ["Training runs (first/last = mean of the first/last 10 lines of a stage)", ""]
     lines += table(["run", "stage", "steps", "loss first", "loss last", "KL first", "KL last",
                     "recall first", "recall last", "tokens/s"], rows, left=2)
+    if notes:
+        lines += ["", "Steps on the plots' x axis:"] + [f"  {n}" for n in notes]
+    switches = boundaries(segs)
+    if switches:
+        lines += ["", "Stage and run switches (dashed lines):"]
+        lines += [f"  x = {xb + 0.5:g}: {label}" for xb, label in switches]
     if evals:
         tasks = sorted({t for _, e in evals for t in e.get("tasks", {})})
         rows = []
@@ -222,11 +253,16 @@ def main():
     p.add_argument("--title", default="", help="prefix of the plot titles")
     args = p.parse_args()
     try:
-        segs = segments([(run, read_metrics(run)) for run in args.runs])
+        notes = []
+        segs = segments([(run, read_metrics(run)) for run in args.runs], notes)
         evals = [read_eval(e) for e in args.eval]
+        for n in notes:
+            print(f"note: {n}")
+        for xb, label in boundaries(segs):
+            print(f"switch at x = {xb + 0.5:g}: {label}")
         os.makedirs(args.out, exist_ok=True)
-        plot_all(segs, args.out, args.title)
-        text = summary(segs, evals)
+        plot_all(segs, args.out, args.title, notes)
+        text = summary(segs, evals, notes)
     except (DataError, OSError, TypeError, ValueError) as e:
         print(f"plot_metrics: error: {e}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 # test_plot.sh: tools/plot_metrics.py on synthetic metrics.jsonl files: the three PNGs and
 # summary.txt of a two-stage run (warmup, sparse) followed by a plain LM run, the --eval
-# table, a truncated last line (tolerated), a malformed middle line and a missing file
+# table, the labelled stage switches and the note on a later run's shifted steps, a truncated last line (tolerated), a malformed middle line and a missing file
 # (exit 1 naming the file and line), usage errors (exit 2). Skips without matplotlib.
 . "$(dirname "$0")/lib.sh"
 
@@ -51,6 +51,22 @@ expect_output "summary.txt has the sparse stage" "^dsa +sparse +31-60 " cat "$wo
 expect_output "summary.txt has the LM run" "^lm +lm +1-10 +3\.0000 +3\.0000 +- +- +- +- +900" cat "$work/out/summary.txt"
 expect_output "summary.txt has the eval table" "^eval.json +3\.2100 +3\.2500 +\+0\.0400 +0\.03 +0\.9600 +0\.910 +0\.620" \
   cat "$work/out/summary.txt"
+
+# stage switches are labelled, and a later run's shifted steps are said
+"$py" $plot "$work/dsa" "$work/lm" --out "$work/out" > "$work/plot.out" 2>&1
+expect_output "the stage switch is labelled with the stage it starts" '^switch at x = 31: sparse$' cat "$work/plot.out"
+expect_output "the run switch names the run and its own first step" '^switch at x = 61: step 1: lm / lm$' \
+  cat "$work/plot.out"
+expect_output "the shifted run's offset is said" '^note: lm: steps 1-10 plotted at 61-70 \(shifted by 60 to follow dsa\)$' \
+  cat "$work/plot.out"
+expect_output "summary.txt lists the shift" '^  lm: steps 1-10 plotted at 61-70' cat "$work/out/summary.txt"
+expect_output "summary.txt lists the switches" '^  x = 31: sparse$' cat "$work/out/summary.txt"
+mkdir -p "$work/late"
+sed -n '5,10p' "$work/lm/metrics.jsonl" > "$work/late/metrics.jsonl"
+expect_output "a run that starts after step 1 says so" '^note: late: starts at step 5' \
+  "$py" $plot "$work/late" --out "$work/out4"
+if "$py" $plot "$work/lm" --out "$work/out5" | grep -q '^note:'; then not_ok "a single run from step 1 has no note"
+else ok "a single run from step 1 has no note"; fi
 
 expect_output "an LM-only run skips the indexer plots" "skipping indexer_kl.png" "$py" $plot "$work/lm" --out "$work/out2"
 if [ -f "$work/out2/lm_loss.png" ] && [ ! -e "$work/out2/recall.png" ]; then
