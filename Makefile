@@ -82,8 +82,8 @@ ifeq ($(CUDA),1)
   LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
 endif
 
-LIB_DIRS := core data kernels kernels/cpu indexer pretrain checkpoints
-LIB_SRCS := $(filter-out pretrain/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+LIB_DIRS := core data kernels kernels/cpu indexer pretrain pretrain/cli checkpoints
+LIB_SRCS := $(filter-out pretrain/cli/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 CU_SRCS  := $(if $(filter 1,$(CUDA)),$(wildcard kernels/cuda/*.cu))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
 TEST_SRCS := $(wildcard tests/test_*.c)
@@ -122,7 +122,7 @@ $(BUILD)/libdsa.a: $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/dsa: $(BUILD)/obj/pretrain/main.o $(BUILD)/libdsa.a
+$(BUILD)/dsa: $(BUILD)/obj/pretrain/cli/main.o $(BUILD)/libdsa.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # The zstd filter as an HDF5 plugin, so h5dump and other HDF5 tools decode our shards

@@ -1,8 +1,8 @@
 /* cli.h: the `dsa` subcommands. Each takes the arguments after its name (argv[0] is
  * the subcommand name), prints its own --help, prints the error trail of a failure on
  * stderr, and returns the process exit code: 0 success, 1 runtime error, 2 usage error. */
-#ifndef DSA_PRETRAIN_CLI_H
-#define DSA_PRETRAIN_CLI_H
+#ifndef DSA_PRETRAIN_CLI_CLI_H
+#define DSA_PRETRAIN_CLI_CLI_H
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,9 +15,9 @@ int cli_pack(int argc, char **argv);    /* build token shards */
 int cli_inspect(int argc, char **argv); /* describe and verify shards */
 int cli_stream(int argc, char **argv);  /* run the streaming loader */
 int cli_bench(int argc, char **argv);   /* benchmarks: loader, train, gemm */
-int cli_bench_train(int argc, char **argv); /* training-step throughput (cli_bench_train.c) */
-int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (cli_bench_train.c) */
-int cli_bench_dsa(int argc, char **argv);   /* dense vs sparse training step (cli_bench_dsa.c) */
+int cli_bench_train(int argc, char **argv); /* training-step throughput (bench_train.c) */
+int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (bench_train.c) */
+int cli_bench_dsa(int argc, char **argv);   /* dense vs sparse training step (bench_dsa.c) */
 /* Common start of `dsa bench train|dsa`: set the CPU threads, load and validate the config
  * (`path` with `--set` overrides) into *cfg (dsa_calloc'ed, even on failure, or NULL),
  * refuse a model without indexer when need_indexer, and with `record` open it for

@@ -1,4 +1,4 @@
-/* cli_bench.c: `dsa bench`: benchmarks. `dsa bench loader` measures the streaming
+/* bench.c: `dsa bench`: benchmarks. `dsa bench loader` measures the streaming
  * loader against a plain read of the same tokens and against bare zstd decoding
  * (the measurement itself is dsa_bench_loader_run in data/inspect.c).
  *
@@ -18,7 +18,7 @@
 #include "core/progress.h"
 #include "core/strutil.h"
 #include "data/inspect.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 
 enum {
     TARGET_TOKENS_PER_S = 200000000, /* the aim for one loader thread */

@@ -1,4 +1,4 @@
-/* cli_eval.c: `dsa eval`: the LM loss of a checkpoint on held-out data; for a DSA model
+/* eval.c: `dsa eval`: the LM loss of a checkpoint on held-out data; for a DSA model
  * (one with an indexer) also the loss with sparse top-k attention, each layer's indexer
  * KL and top-k recall against the dense attention (DSA-SPEC §6.1, §6.2), and the
  * accuracy of the synthetic recall tasks (data/synthetic.h), dense and sparse.
@@ -26,7 +26,7 @@
 #include "data/loader.h"
 #include "data/synthetic.h"
 #include "kernels/backend.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/model.h"
 #include "pretrain/model_io.h"
 

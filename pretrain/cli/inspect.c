@@ -1,4 +1,4 @@
-/* cli_inspect.c: `dsa inspect`: describe token shards (data/inspect.h).
+/* inspect.c: `dsa inspect`: describe token shards (data/inspect.h).
  *
  * One section per shard (an aligned table, or with --json one object per shard inside
  * {"files": [...], "total": {...}}), then a total line. A shard that cannot be read is
@@ -13,7 +13,7 @@
 #include "core/strutil.h"
 #include "data/inspect.h"
 #include "data/loader.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 
 static void usage(FILE *out) {
     fprintf(out,

@@ -1,4 +1,4 @@
-/* main.c: the `dsa` command: dispatches to a subcommand (pretrain/cli_*.c).
+/* main.c: the `dsa` command: dispatches to a subcommand (one file per subcommand in pretrain/cli/).
  *
  * Every subcommand is also a library call in libdsa.a; this file only parses the
  * subcommand name, prints help, and maps errors to exit codes. */
@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/strutil.h"
 #include "data/shard.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/trainer.h"
 
 /* The release, and the versions of the files dsa writes (each refuses other versions). */

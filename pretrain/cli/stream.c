@@ -1,4 +1,4 @@
-/* cli_stream.c: `dsa stream`: run the streaming loader and print what it yields.
+/* stream.c: `dsa stream`: run the streaming loader and print what it yields.
  *
  * One line per window (epoch, position, window index, first tokens, a checksum of the
  * whole window), then the cursor to resume from and the throughput. With --save-cursor
@@ -15,7 +15,7 @@
 #include "core/rng.h"
 #include "core/strutil.h"
 #include "data/loader.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 
 static void usage(FILE *out) {
     fprintf(out,

@@ -1,4 +1,4 @@
-/* cli_config.c: `dsa config`: print or check a resolved configuration.
+/* config.c: `dsa config`: print or check a resolved configuration.
  *
  * Reads a config (our format, an HF config.json or a reference-code config; or only the
  * defaults), applies --set overrides in order, validates the relations between values
@@ -12,7 +12,7 @@
 
 #include "core/config.h"
 #include "core/mem.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/sizing.h"
 
 static void usage(FILE *out) {

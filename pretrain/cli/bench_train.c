@@ -1,4 +1,4 @@
-/* cli_bench_train.c: `dsa bench train` and `dsa bench gemm`.
+/* bench_train.c: `dsa bench train` and `dsa bench gemm`.
  *
  * bench train: whole training steps (forward, backward, AdamW) of a config's model on
  * random tokens, at one or more sequence lengths: tokens/s, ms/step, achieved GFLOP/s
@@ -23,7 +23,7 @@
 #include "core/rng.h"
 #include "core/strutil.h"
 #include "kernels/backend.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/model.h"
 #include "pretrain/optim.h"
 

@@ -1,4 +1,4 @@
-/* cli_train.c: `dsa train`: LM training from a fresh init, a checkpoint's weights, or a
+/* train.c: `dsa train`: LM training from a fresh init, a checkpoint's weights, or a
  * resumed run (pretrain/trainer.h has the loop, the run directory and the guarantees). */
 #include <getopt.h>
 #include <stdio.h>
@@ -6,7 +6,7 @@
 
 #include "core/config.h"
 #include "core/mem.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/trainer.h"
 
 static void usage(FILE *out) {

@@ -1,4 +1,4 @@
-/* cli_export.c: `dsa export`: a DeepSeek-V3.2-layout Hugging Face checkpoint
+/* export.c: `dsa export`: a DeepSeek-V3.2-layout Hugging Face checkpoint
  * (pretrain/export.h). */
 #include <getopt.h>
 #include <stdio.h>
@@ -6,7 +6,7 @@
 
 #include "core/log.h"
 #include "core/strutil.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/export.h"
 
 static void usage(FILE *out) {

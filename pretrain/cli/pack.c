@@ -1,4 +1,4 @@
-/* cli_pack.c: `dsa pack`: build token shards from text, JSON lines, raw token files,
+/* pack.c: `dsa pack`: build token shards from text, JSON lines, raw token files,
  * Megatron-LM datasets or synthetic recall tasks (data/pack.h does the work).
  *
  * Parses the flags into DsaPackOptions, runs dsa_pack_run and prints a summary:
@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "core/strutil.h"
 #include "data/pack.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 
 static void usage(FILE *out) {
     fprintf(out,

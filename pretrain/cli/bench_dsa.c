@@ -1,4 +1,4 @@
-/* cli_bench_dsa.c: `dsa bench dsa`: one training step of a DSA config's model with dense
+/* bench_dsa.c: `dsa bench dsa`: one training step of a DSA config's model with dense
  * attention and with sparse top-k attention, over a sweep of sequence lengths.
  *
  * Steps timed (after one untimed warm-up step of each kind, random tokens):
@@ -24,7 +24,7 @@
 #include "core/rng.h"
 #include "core/strutil.h"
 #include "kernels/backend.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/model.h"
 #include "pretrain/optim.h"
 

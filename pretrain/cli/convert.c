@@ -1,11 +1,11 @@
-/* cli_convert.c: `dsa convert`: the streamed import of a checkpoint and adding a
+/* convert.c: `dsa convert`: the streamed import of a checkpoint and adding a
  * lightning indexer (pretrain/convert.h). */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 #include "pretrain/convert.h"
 
 static void usage(FILE *out) {

@@ -1,4 +1,4 @@
-/* cli_info.c: `dsa info`: the build configuration and the devices this process sees. */
+/* info.c: `dsa info`: the build configuration and the devices this process sees. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include <hdf5.h>
 
 #include "kernels/device.h"
-#include "pretrain/cli.h"
+#include "pretrain/cli/cli.h"
 
 int cli_info(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
