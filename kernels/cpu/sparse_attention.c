@@ -18,10 +18,11 @@
  *     dq_{n,h} = Σ_{s∈S_n} dS_s K_s
  *     dkv_s    = Σ_{(n,h): s∈S_n} dS_{n,h,s} q_{n,h}  +  [P_{n,h,s} g_{n,h} on the first Dv]
  *
- * Forward (pass F2): one task per query row, online softmax over chunks of BK = 64
- * valid keys, all heads of the row at once (in groups of HG) so each gathered 576-wide
- * key row is read once per chunk for every head. Nothing is gathered: the tile products
- * read key rows in place through a pointer per key.
+ * Forward (pass F2): one task per query row, online softmax (the rules of
+ * kernels/rules/softmax.h) over chunks of BK = 64 valid keys, all heads of the row at once
+ * (in groups of HG) so each gathered 576-wide key row is read once per chunk for every
+ * head. Nothing is gathered: the tile products read key rows in place through a pointer
+ * per key.
  *
  * Backward (pass B), in three steps:
  *  1. D_{n,h} for every row;
@@ -334,7 +335,7 @@ static void forward_chunk(float *restrict st, float *const *op, const float *con
         if (j < c) vstore_part(row + j, vexp2(vload_part(row + j, c - j) - vm), c - j);
         float sum = 0.0f;
         for (j = 0; j < c; j++) sum += row[j];
-        corr[h] = exp2f(m[h] - mx); /* 0 on the first chunk (m = −inf) */
+        corr[h] = dsa_softmax_corr(m[h], mx); /* 0 on the first chunk (m = −inf) */
         l[h] = l[h] * corr[h] + sum;
         m[h] = mx;
     }
