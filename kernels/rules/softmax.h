@@ -12,7 +12,10 @@
  *   l    = l · corr                  (and the row's output accumulator o = o · corr)
  *   P_j  = 2^(s_j − m'),  l = l + P_j (in the kernel's order),  o = o + Σ P_j v_j
  * and at the end o = o · (1 / l) (dsa_softmax_inv) and lse = dsa_softmax_lse(m, l). A row
- * with no valid key has o = 0 and lse = −inf (DSA_SOFTMAX_EMPTY_LSE). The order of the sums
+ * with no valid key has o = 0 and lse = −inf (DSA_SOFTMAX_EMPTY_LSE). Masked scores are −inf
+ * (P = 0), but a row's first tile must hold a valid score: from m = −inf a tile of only −inf
+ * would give corr = 2^(−inf + inf) = NaN (the kernels never form one: causal tiles hold the
+ * diagonal, sparse chunks only valid keys). The order of the sums
  * is the kernel's, not a rule: it fixes bits per kernel (DESIGN.md "Backends", determinism).
  *
  * The CPU kernels evaluate 2^x on whole vector registers (kernels/cpu/vexp2.h, one body for
