@@ -18,9 +18,10 @@ stream to a file instead (for `dsa pack --format u32 FILE` later).
 The ids of a document are exactly tokenizers' `Tokenizer.encode(text).ids` (with the
 tokenizer's post-processor, e.g. a BOS, unless --no-add-special-tokens), then EOS, in
 input order whatever the worker count. A document whose ids already end with EOS keeps
-one; an EOS id inside a document (the literal EOS token in the text; --split-special-tokens
-encodes such text as plain text instead) splits it into two documents in the shards, the
-token stream unchanged; documents that encode to nothing are dropped (all as in `dsa pack`).
+one; documents that encode to nothing are dropped. An EOS id inside a document (its text
+holds the literal EOS token) ends a shard document there, and a run of EOS ids collapses
+into one, as `dsa pack --format u32` reads EOS; the tool counts such documents and warns
+(--split-special-tokens encodes special-token text as plain text instead).
 
 EOS: --eos TOKEN or --eos-id N; else "eos_token" of a tokenizer_config.json beside the
 tokenizer.json; else the one special token spelled like an end of text ("<|endoftext|>",
@@ -32,6 +33,9 @@ workers tokenize. A pipe cannot tell a finished writer from a dead one, so this 
 the stream with a stray byte when it fails (pack then refuses the stream and removes its
 shards) and pack is killed if this process dies (Linux PR_SET_PDEATHSIG): a set is never
 finished from part of the input.
+
+(The name is tokenize_pack.py, not tokenize.py: a script called tokenize.py shadows Python's
+own tokenize module, which linecache and traceback import, for everything in its directory.)
 
 Progress goes to stderr; errors name the file and line (JSONL), byte (text) or row
 (Parquet). Exit status: 0 success, 1 bad input or a failed pack, 2 usage error.
@@ -217,6 +221,10 @@ def encode_batch(texts):
         encodings = encode(texts, add_special_tokens=_worker["add_special"])
     except Exception:
         for i, text in enumerate(texts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON "\ud800": a string that is no Unicode text
+                return ("error", i, f"character {e.start} is an unpaired surrogate (U+{ord(text[e.start]):04X})")
             try:
                 tok.encode(text, add_special_tokens=_worker["add_special"])
             except Exception as e:

@@ -61,7 +61,7 @@ static void usage(FILE *out) {
             "  dsa pack --format jsonl --vocab-size 129280 --eos-id 1 --out data/tok tokenized.jsonl\n"
             "  dsa pack --format u16 --vocab-size 50257 --eos-id 50256 --out data/owt train.bin\n"
             "  dsa pack --format u32 --vocab-size 129280 --eos-id 1 --tokenizer deepseek-v3 --out data/v3 ids.u32\n"
-            "  my_tokenizer | dsa pack --format u32 --vocab-size 128815 --eos-id 1 --tokenizer deepseek-v3 --out data/v3 -\n"
+            "  my_tokenizer | dsa pack --format u32 --vocab-size 129280 --eos-id 1 --tokenizer deepseek-v3 --out data/v3 -\n"
             "  dsa pack --format megatron --vocab-size 129280 --eos-id 1 --out data/mg corpus_text_document\n"
             "  dsa pack --format synthetic --task mixed --tokens 64Mi --doc-tokens 128Ki \\\n"
             "           --distances 256,4Ki,32Ki,128000 --seed 1 --out data/recall\n");

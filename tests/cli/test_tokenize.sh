@@ -110,7 +110,7 @@ printf 'good line\nbad \xff byte\n' > "$bad/latin.txt"
 expect_fail "invalid UTF-8 in a text file names file:line and byte" 'latin.txt:2: invalid UTF-8 at byte 14 \(0xff\)' "$o" \
   tool --tokenizer "$plain" --out "$o" "$bad/latin.txt"
 printf '{"text": "lone \\ud800 surrogate"}\n' > "$bad/surrogate.jsonl"
-expect_fail "text the tokenizer refuses names file:line" 'surrogate.jsonl:1: the tokenizer refused the text' "$o" \
+expect_fail "text the tokenizer refuses names file:line" 'surrogate.jsonl:1: the tokenizer refused the text: character 5 is an unpaired surrogate \(U\+D800\)' "$o" \
   tool --tokenizer "$plain" --out "$o" "$bad/surrogate.jsonl"
 "$py" -c 'import pyarrow as pa, pyarrow.parquet as pq, sys; pq.write_table(pa.table({"text": ["a", None], "n": [1, 2]}), sys.argv[1])' "$bad/null.parquet"
 expect_fail "a null Parquet value names file and row" 'null.parquet: row 2: column "text" is null' "$o" \
