@@ -11,7 +11,8 @@ lines), trains a byte-level BPE tokenizer of 32000 tokens on its first 4 MB with
     Rust parallelism off (one thread), ids discarded: the ceiling of one worker;
   - tokenize_pack.py with each --workers count, end to end: read JSONL, tokenize, pipe the
     ids into `dsa pack`, shards and manifest written (wall time of the whole command,
-    Python start-up included); its shards are checked to hold the same token count.
+    Python start-up included, and the CPU time of all its processes); its shards are
+    checked to hold the same token count.
 Temporary files go under $TMPDIR (about 4x --mb) and are removed. With --record the
 figures are appended to the file as a section with device, date and command.
 """
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -98,11 +100,16 @@ def tokenizers_alone(tokenizer, jsonl):
     with open(jsonl, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
     tok = Tokenizer.from_file(tokenizer)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tokens = 0
     for i in range(0, len(texts), 512):
         tokens += sum(len(e.ids) for e in tok.encode_batch_fast(texts[i:i + 512]))
-    return time.perf_counter() - t0, tokens + len(texts)
+    return time.perf_counter() - t0, time.process_time() - c0, tokens + len(texts)
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def shard_tokens(prefix):
@@ -140,25 +147,25 @@ def main():
         t0 = time.perf_counter()
         train_tokenizer(jsonl, tokfile)
         print(f"trained a 32000-token BPE in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        seconds, tokens = tokenizers_alone(tokfile, jsonl)
-        rows.append(("tokenizers `encode_batch_fast` alone, 1 thread, ids discarded", 1, seconds, tokens))
+        seconds, cpu, tokens = tokenizers_alone(tokfile, jsonl)
+        rows.append(("tokenizers `encode_batch_fast` alone, 1 thread, ids discarded", 1, seconds, cpu, tokens))
         print(f"tokenizers alone: {tokens} tokens in {seconds:.2f} s", file=sys.stderr)
         for w in counts:
             prefix = os.path.join(tmp, f"shards-w{w}", "bench")
             cmd = [sys.executable, os.path.join(ROOT, "tools", "tokenize_pack.py"), "--tokenizer", tokfile,
                    "--workers", str(w), "--dsa", args.dsa, "--quiet", "--out", prefix, jsonl]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), children_cpu()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, children_cpu() - c0
             packed = shard_tokens(prefix)
             if packed != tokens:
                 sys.exit(f"bench_tokenize.py: {w} workers packed {packed} tokens, tokenizers gave {tokens}")
-            rows.append((f"tokenize_pack.py --workers {w}: JSONL to finished shards", w, seconds, packed))
+            rows.append((f"tokenize_pack.py --workers {w}: JSONL to finished shards", w, seconds, cpu, packed))
             print(f"tokenize_pack.py --workers {w}: {packed} tokens in {seconds:.2f} s", file=sys.stderr)
-    lines = [f"| {what} | {w} | {s:.2f} | {t / 1e6:.2f}M | {t / s / 1e6:.3f}M | {text_bytes / s / 1e6:.2f} |"
-             for what, w, s, t in rows]
-    table = "\n".join(["| measurement | workers | seconds | tokens | tokens/s | MB/s of text |",
-                       "|---|---:|---:|---:|---:|---:|"] + lines)
+    lines = [f"| {what} | {w} | {s:.2f} | {c:.2f} | {t / 1e6:.2f}M | {t / s / 1e6:.3f}M | {text_bytes / s / 1e6:.2f} "
+             f"| {t / c / 1e6:.3f}M |" for what, w, s, c, t in rows]
+    table = "\n".join(["| measurement | workers | wall s | CPU s | tokens | tokens/s | MB/s of text | tokens per CPU s |",
+                       "|---|---:|---:|---:|---:|---:|---:|---:|"] + lines)
     print(table)
     if args.record:
         import tokenizers
@@ -174,6 +181,7 @@ def main():
                     f"first 4 MB; {tokens / 1e6:.2f}M tokens with one EOS per document\n"
                     f"- 1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work "
                     f"on the machine shares its {len(os.sched_getaffinity(0))} cores and slows every row)\n"
+                    f"- CPU s: user + system time of every process of the row (the tool, its workers and dsa pack)\n"
                     f"- end-to-end rows: wall time of the whole command (Python start-up, reading, tokenizing, "
                     f"the pipe into `dsa pack`, zstd, shards and manifest written); page cache warm\n\n"
                     f"{table}\n")

@@ -446,12 +446,7 @@ def run(args):
     files = expand_inputs(args.inputs)
     total = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
     sink = PackSink(args, vocab, eos, name) if args.out else FileSink(args.ids_out)
-    ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited pipe ends or threads
-    init = (args.tokenizer, not args.no_add_special_tokens, args.split_special_tokens, eos)
-    pool = ctx.Pool(args.workers, worker_init, init) if args.workers > 1 else None
-    if pool is None:
-        worker_init(*init)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    pool = None
     progress = Progress(total, args.quiet)
     t0 = time.monotonic()
     done = docs = tokens = inside = 0
@@ -469,6 +464,12 @@ def run(args):
         progress.show(done, tokens)
 
     try:
+        init = (args.tokenizer, not args.no_add_special_tokens, args.split_special_tokens, eos)
+        if args.workers > 1:  # spawn: a clean interpreter, no inherited pipe ends or threads
+            pool = multiprocessing.get_context("spawn").Pool(args.workers, worker_init, init)
+        else:
+            worker_init(*init)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         for texts, where, consumed in batches(documents(files, args.format, args.field), args.batch_chars):
             task = pool.apply_async(encode_batch, (texts,)) if pool else encode_batch(texts)
             pending.append((task, where, consumed))
