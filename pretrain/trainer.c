@@ -488,6 +488,22 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     return DSA_OK;
 }
 
+/* Every data.train shard's ids must fit the model's embedding: refused before anything
+ * is allocated or written, naming the shard (data/loader.h) and where model.vocab_size
+ * came from. */
+static DsaStatus check_data_vocab(const Trainer *t) {
+    const DsaConfig *cfg = t->cfg;
+    DsaStatus st = dsa_data_check_vocab((const char *const *)t->paths, t->num_paths, (uint64_t)cfg->model.vocab_size);
+    if (st != DSA_OK) {
+        const char *set = NULL;
+        for (int i = 0; i < cfg->origins.count; i++)
+            if (!strcmp(cfg->origins.entry[i].key, "model.vocab_size")) set = cfg->origins.entry[i].set;
+        dsa_error_push(__FILE__, __LINE__, "data.train does not fit model.vocab_size = %lld (from %s%s)",
+                       (long long)cfg->model.vocab_size, set && *set ? "--set " : "", set && *set ? set : cfg->source);
+    }
+    return st;
+}
+
 static bool has_latest(const char *out_dir) {
     char path[DSA_CONFIG_PATH_CAP + 16];
     snprintf(path, sizeof path, "%s/latest", out_dir);
@@ -521,13 +537,14 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     t.loader_stage = -1;
     for (int s = 0; s < cfg->num_stages; s++) t.total_steps += cfg->stages[s].steps;
     DsaStatus st = DSA_OK;
+    const char *args[DSA_CONFIG_MAX_FILES];
+    for (int i = 0; i < cfg->data.num_train; i++) args[i] = cfg->data.train[i];
+    DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
+    DSA_TRY_GOTO(st, check_data_vocab(&t), out);
     DSA_TRY_GOTO(st, dsa_model_init(&t.model, &cfg->model, be), out);
     DSA_TRY_GOTO(st, dsa_optim_init(&t.optim, &t.model.table, be), out);
     t.trainable = dsa_calloc((size_t)t.model.table.count, sizeof(bool));
     if (!t.trainable) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "trainable mask");
-    const char *args[DSA_CONFIG_MAX_FILES];
-    for (int i = 0; i < cfg->data.num_train; i++) args[i] = cfg->data.train[i];
-    DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
 
     const char *out_dir = cfg->train.out_dir;
     int64_t end = opts->stop_at > 0 && opts->stop_at < t.total_steps ? opts->stop_at : t.total_steps;
