@@ -8,7 +8,7 @@ expect_rc 0 "dsa --help exits 0" "$DSA" --help
 expect_output "dsa --help lists the commands" "pack.*" "$DSA" --help
 expect_rc 2 "dsa with no command exits 2" "$DSA"
 expect_output "unknown command suggests the closest" 'did you mean "pack"' "$DSA" pakc
-for sub in pack inspect stream config bench info; do
+for sub in pack inspect stream config plan bench info; do
   expect_output "dsa $sub --help prints usage" "usage: dsa $sub" "$DSA" $sub --help
 done
 expect_output "dsa info reports the CUDA backend" "cuda backend: (compiled|not compiled)" "$DSA" info
