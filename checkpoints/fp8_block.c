@@ -1,24 +1,17 @@
 /* fp8_block.c: FP8 e4m3 weights with one power-of-two scale per block (hf.h,
  * DSA-SPEC §3.2): the dequantization of FP8 checkpoints and the export rule.
  *
- * The e4m3 codec is indexer/fp8.h's (round to nearest even, saturating); this file only
- * adds the block bookkeeping. Partial edge blocks (rows or columns past the last full
- * block) use their block's scale, and for the export their missing elements count as
- * zeros, i.e. the amax runs over the elements that exist.
+ * The e4m3 codec and the export scale rule are kernels/rules/fp8.h's (round to nearest
+ * even, saturating; shared with the CUDA backend); this file only adds the block
+ * bookkeeping. Partial edge blocks (rows or columns past the last full block) use their
+ * block's scale, and for the export their missing elements count as zeros, i.e. the amax
+ * runs over the elements that exist.
  */
 #include "checkpoints/hf.h"
 
 #include <math.h>
 
-#include "indexer/fp8.h"
-
-/* NOTE: the export scale is computed exactly, S = 2^e with e the smallest integer such
- * that amax <= 448 · 2^e (in double, where 448 · 2^e and the comparison are exact), rather
- * than from a rounded amax / 448: then |w / S| <= 448 always (saturation is never
- * needed) and |amax / S| > 224 (no precision wasted). Exponents are clamped to
- * [-126, 127] so every scale is a normal f32 (consumers that flush subnormals to zero
- * read the same scale); only blocks with amax below 448 · 2^-126 are affected. */
-enum { SCALE_EXP_MIN = -126, SCALE_EXP_MAX = 127, ZERO_BLOCK_EXP = -22 };
+#include "kernels/rules/fp8.h"
 
 void dsa_fp8_block_scale_shape(int64_t rows, int64_t cols, const int64_t block[2], int64_t scale_shape[2]) {
     DSA_ASSERT(rows >= 0 && cols >= 0 && block[0] > 0 && block[1] > 0);
@@ -45,18 +38,6 @@ void dsa_fp8_block_dequantize(const uint8_t *w8, const float *scale_inv, int64_t
     }
 }
 
-/* The export exponent of a block whose largest magnitude is `amax` (finite, > 0). */
-static int block_exponent(float amax) {
-    double a = amax;
-    int e;
-    frexp(a / 448.0, &e); /* a / 448 in [2^(e-1), 2^e) up to rounding: start there */
-    while (e > SCALE_EXP_MIN && ldexp(448.0, e - 1) >= a) e--;
-    while (ldexp(448.0, e) < a) e++;
-    if (e < SCALE_EXP_MIN) e = SCALE_EXP_MIN;
-    DSA_ASSERT(e <= SCALE_EXP_MAX); /* amax <= FLT_MAX < 448 · 2^120 */
-    return e;
-}
-
 DsaStatus dsa_fp8_block_quantize(const float *w, int64_t rows, int64_t cols, const int64_t block[2], uint8_t *w8,
                                  float *scale_inv, const char *what) {
     if (rows < 0 || cols < 0 || block[0] <= 0 || block[1] <= 0)
@@ -77,7 +58,9 @@ DsaStatus dsa_fp8_block_quantize(const float *w, int64_t rows, int64_t cols, con
                                  (long long)i, (long long)j, isnan(v) ? "NaN" : "infinite");
                     amax = fmaxf(amax, fabsf(v));
                 }
-            float s = ldexpf(1.0f, amax > 0.0f ? block_exponent(amax) : ZERO_BLOCK_EXP);
+            const int e = amax > 0.0f ? dsa_fp8_block_exponent(amax) : DSA_FP8_ZERO_BLOCK_EXP;
+            DSA_ASSERT(e <= DSA_FP8_SCALE_EXP_MAX);
+            float s = ldexpf(1.0f, e);
             scale_inv[bi * ss[1] + bj] = s;
             /* w / s is exact (a power of two, no overflow since |w / s| <= 448) */
             for (int64_t i = i0; i < i1; i++)

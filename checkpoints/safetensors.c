@@ -21,6 +21,7 @@
 
 #include "checkpoints/safetensors_internal.h"
 #include "core/mem.h"
+#include "kernels/rules/bf16.h"
 
 /* ---- read -------------------------------------------------------------------------- */
 
@@ -353,10 +354,7 @@ DsaStatus dsa_safetensors_read_f32(const DsaSafetensors *st, const char *name, i
         if (n) memcpy(out, src, (size_t)n * 4);
         break;
     case DSA_BF16:
-        for (uint64_t i = 0; i < n; i++) {
-            uint32_t bits = (uint32_t)(src[2 * i] | src[2 * i + 1] << 8) << 16;
-            memcpy(&out[i], &bits, 4);
-        }
+        for (uint64_t i = 0; i < n; i++) out[i] = dsa_bf16_to_f32((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
         break;
     case DSA_F16:
         for (uint64_t i = 0; i < n; i++) out[i] = half_to_float((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));

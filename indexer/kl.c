@@ -24,7 +24,9 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
-#include "kernels/cpu/vexp.h" /* dsa_vexpf */
+#include "kernels/rules/exp.h" /* dsa_vexpf */
+#include "kernels/rules/kl.h"
+#include "kernels/rules/topk_order.h"
 
 /* ---- dense (stage 1) ----------------------------------------------------------------- */
 
@@ -62,14 +64,12 @@ static void dense_tile(DsaIdxTile *w, const DenseCtx *cx, int64_t b, int64_t t0,
 #pragma omp simd
         for (int64_t c = 0; c < nv; c++) {
             p[c] = dsa_vexpf(logp[c]);
-            g[c] = cx->grad_scale * (dsa_vexpf(sc[c] - lse_i) - p[c]);
+            g[c] = dsa_kl_grad(cx->grad_scale, dsa_vexpf(dsa_kl_log_pi(sc[c], lse_i)), p[c]);
         }
         double kl = 0, mass = 0;
         for (int64_t c = 0; c < nv; c++) {
-            if (p[c] > 0.0f) kl += (double)p[c] * ((double)logp[c] - (double)(sc[c] - lse_i));
-            if (cx->thr_score &&
-                (sc[c] > cx->thr_score[n] || (sc[c] == cx->thr_score[n] && s0 + c <= cx->thr_index[n])))
-                mass += p[c];
+            kl += dsa_kl_term(p[c], logp[c], dsa_kl_log_pi(sc[c], lse_i)); /* 0 where p = 0 */
+            if (cx->thr_score && dsa_topk_within(sc[c], s0 + c, cx->thr_score[n], cx->thr_index[n])) mass += p[c];
         }
         for (int64_t c = nv < 0 ? 0 : nv; c < nk; c++) g[c] = 0.0f;
         if (row_kl) row_kl[i] += kl;

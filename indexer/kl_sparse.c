@@ -14,6 +14,7 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
+#include "kernels/rules/kl.h"
 
 typedef struct {
     int32_t row; /* query token n */
@@ -65,10 +66,10 @@ static double sparse_row(DsaIdxTile *w, const DsaIndexerActs *a, const DsaIndexe
         dsa_idx_log_target(logp, w->att, KL_BK, H, lse, L, tg->scale, nc);
         for (int64_t c = 0; c < nc; c++) {
             const int64_t i = slot[c];
-            const float logpi = isc[i] - lse_i;
+            const float logpi = dsa_kl_log_pi(isc[i], lse_i);
             const float p = expf(logp[c]), pi = expf(logpi);
-            if (p > 0.0f) kl += (double)p * ((double)logp[c] - (double)logpi);
-            g[i] = grad_scale * (pi - p);
+            kl += dsa_kl_term(p, logp[c], logpi); /* 0 where p = 0 */
+            g[i] = dsa_kl_grad(grad_scale, pi, p);
         }
         if (!dq) continue;
         /* u[j][c] = q̂_t,j · k̂_s; ∂w_t,j += c Σ G ReLU(u); E = c G w_t,j [u > 0] */

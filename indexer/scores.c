@@ -10,7 +10,8 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
-#include "kernels/cpu/vexp.h"
+#include "kernels/rules/exp.h"
+#include "kernels/rules/kl.h"
 
 
 /* out[r][c] = Σ_d A[r][d] · BT[d][c] for r < m, c < n (BT stride ld, out stride ld). */
@@ -157,19 +158,19 @@ void dsa_idx_log_target(float *logp, const float *att, int64_t head_stride, int6
         const float *ah = att + h * head_stride, lh = lse[h * lse_stride];
 #pragma omp simd
         for (int64_t c = 0; c < n; c++) {
-            const float v = scale * ah[c] - lh;
+            const float v = dsa_kl_head_logit(scale, ah[c], lh);
             m[c] = v > m[c] ? v : m[c]; /* (a ternary, not fmaxf: it vectorizes) */
         }
     }
     for (int64_t h = 0; h < heads; h++) {
         const float *ah = att + h * head_stride, lh = lse[h * lse_stride];
-        for (int64_t c = 0; c < n; c++) x[c] = scale * ah[c] - lh - m[c];
+        for (int64_t c = 0; c < n; c++) x[c] = dsa_kl_head_logit(scale, ah[c], lh) - m[c];
 #pragma omp simd
         for (int64_t c = 0; c < n; c++) x[c] = dsa_vexpf(x[c]);
         for (int64_t c = 0; c < n; c++) se[c] += x[c];
     }
     const float log_h = logf((float)heads);
-    for (int64_t c = 0; c < n; c++) logp[c] = m[c] + logf(se[c]) - log_h;
+    for (int64_t c = 0; c < n; c++) logp[c] = dsa_kl_log_target(m[c], se[c], log_h);
 }
 
 void dsa_idx_zero_grads(float *dq, float *dk, float *dw, const DsaIndexerShape *s) {

@@ -2,8 +2,9 @@
  *
  * Per query block (TOPK_BQ rows) the causal key blocks are scored one tile at a time
  * (dsa_idx_score_tile) and each row keeps a bounded heap of its k best keys so far,
- * the worst at the root. Order: higher score first, equal scores by lower key index;
- * since keys arrive in ascending index, a newcomer that ties the root loses. Memory per
+ * the worst at the root. Order and padding are kernels/rules/topk_order.h's (higher score
+ * first, equal scores by lower key index, −1 in the empty slots); since keys arrive in
+ * ascending index, a newcomer that ties the root loses. Memory per
  * thread is O(KL_BQ · (k + KL_BK · H_I)): no L × L score matrix.
  */
 #include <math.h>
@@ -13,16 +14,14 @@
 #include "core/mem.h"
 #include "indexer/indexer.h"
 #include "indexer/internal.h"
+#include "kernels/rules/topk_order.h"
 
 enum { TOPK_BQ = KL_BQ, TOPK_BK = KL_BK };
 
-typedef struct {
-    float score;
-    int32_t index;
-} Cand;
+typedef DsaTopkCand Cand;
 
 /* a ranks after b (§5.4: score descending, then index ascending). */
-static inline int worse(Cand a, Cand b) { return a.score < b.score || (a.score == b.score && a.index > b.index); }
+static inline int worse(Cand a, Cand b) { return dsa_topk_worse(a, b); }
 
 static void sift_down(Cand *h, int64_t n, int64_t i) {
     for (;;) {
@@ -99,8 +98,8 @@ DsaStatus dsa_indexer_topk(int32_t *idx, float *scores, const DsaIndexerActs *a,
                 qsort(h, (size_t)fill[i], sizeof *h, rank_order);
                 const int64_t n = b * L + t0 + i;
                 for (int64_t j = 0; j < K; j++) {
-                    idx[n * K + j] = j < fill[i] ? h[j].index : -1;
-                    if (scores) scores[n * K + j] = j < fill[i] ? h[j].score : -INFINITY;
+                    idx[n * K + j] = dsa_topk_slot_index(h, fill[i], j);
+                    if (scores) scores[n * K + j] = dsa_topk_slot_score(h, fill[i], j);
                 }
             }
         }

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/progress.h"
+#include "kernels/rules/bf16.h"
 
 static DsaStatus write_tables(const char *path, const DsaParamTable *t, const char *const *prefixes,
                               const float *const *bufs, int nbufs) {
@@ -272,15 +273,6 @@ DsaStatus dsa_model_read_hf(const char *dir, const DsaModelConfig *cfg, const Ds
 
 /* ---- streamed conversion ----------------------------------------------------------- */
 
-/* Round to nearest even; NaN stays a (quiet) NaN. */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* "<x>.weight" -> "<x>.weight_scale_inv" into buf; false when `name` does not end in
  * ".weight" (no FP8 form). */
 static bool scale_name(const char *name, char *buf, size_t cap) {
@@ -358,7 +350,7 @@ DsaStatus dsa_model_stream(const DsaModelStream *s, DsaHfWriter *w, DsaModelStre
         const void *data = buf;
         if (d == DSA_BF16) {
             uint16_t *o = out;
-            for (int64_t j = 0; j < p->numel; j++) o[j] = f32_to_bf16(buf[j]);
+            for (int64_t j = 0; j < p->numel; j++) o[j] = dsa_bf16_from_f32(buf[j]); /* nearest even, NaN kept */
             data = out;
         } else if (d == DSA_F8_E4M3) {
             DSA_TRY_GOTO(st, dsa_fp8_block_quantize(buf, p->shape[0], p->shape[1], s->block, out, scales, p->name),

@@ -19,7 +19,6 @@
 #include "checkpoints/safetensors.h"
 #include "core/fileutil.h"
 #include "core/mem.h"
-#include "indexer/fp8.h"
 #include "test_util.h"
 
 /* ---- helpers ----------------------------------------------------------------------- */
@@ -51,7 +50,7 @@ static uint16_t half_bits(float x) {
 }
 
 /* e4m3fn value of a code from the format's definition (DSA-SPEC §3.2), independent of
- * indexer/fp8.c: sign, 4 exponent bits with bias 7, 3 mantissa bits, 0x7f/0xff NaN. */
+ * kernels/rules/fp8.h: sign, 4 exponent bits with bias 7, 3 mantissa bits, 0x7f/0xff NaN. */
 static double e4m3_value(uint8_t c) {
     int s = c >> 7, e = (c >> 3) & 15, m = c & 7;
     if (e == 15 && m == 7) return NAN;

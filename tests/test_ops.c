@@ -15,7 +15,7 @@
 #include "core/config.h"
 #include "core/mem.h"
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/vexp.h"
+#include "kernels/rules/exp.h"
 #include "test_ops_util.h"
 
 /* ---- YaRN frequencies and RoPE --------------------------------------------------------- */
@@ -311,7 +311,7 @@ static void test_scale_add(void **state) {
     }
 }
 
-/* The vectorized exp of vexp.h: within 2 ulp of exp() over [−87.3, 0] and beyond, 0
+/* The vectorized exp of kernels/rules/exp.h: within 2 ulp of exp() over [−87.3, 0] and beyond, 0
  * below FLT_MIN, NaN for NaN. */
 static void test_vexp(void **state) {
     (void)state;

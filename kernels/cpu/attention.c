@@ -47,11 +47,12 @@
 #endif
 
 #include "kernels/cpu/ops.h"
+#include "kernels/rules/softmax.h"
 
 enum { BQ = 64, BK = 64, DC = 256 };
 _Static_assert(BQ == BK, "the causal walks pair query block b with key block b on the diagonal");
 
-static const float LOG2E = 1.44269504088896341f;
+static const float LOG2E = DSA_SOFTMAX_LOG2E;
 
 /* ---- vectors ----
  * Vec is the ISA's float vector (a GCC vector type, so + − * < & work on it); FMA is
@@ -210,7 +211,7 @@ static void forward_block(const Head *hd, int64_t qb, float *restrict qt, float 
     const int64_t t0 = qb * BQ, nq = L - t0 < BQ ? L - t0 : BQ;
     const float *qrow = hd->q + t0 * ldq;
     float *orow = hd->out + t0 * ldv;
-    const float qmul = hd->scale * LOG2E; /* scores in log2 units: P = exp2(St − m) */
+    const float qmul = dsa_softmax_log2_scale(hd->scale); /* scores in log2 units: P = exp2(St − m) */
     const bool ready = dqd <= DC;
     float m[BQ], l[BQ], corr[BQ];
     for (int64_t i = 0; i < BQ; i++) m[i] = -INFINITY, l[i] = 0.0f;
@@ -226,6 +227,8 @@ static void forward_block(const Head *hd, int64_t qb, float *restrict qt, float 
 #pragma omp simd
                 for (int64_t i = 0; i < BQ; i++) row[i] = i < lim ? -INFINITY : row[i];
             }
+        /* the rules of kernels/rules/softmax.h, lane for lane: vmax(s, m) is dsa_softmax_max,
+         * vexp2(m − m') dsa_softmax_corr */
         for (int64_t u = 0; u < BQ; u += VW) {
             Vec x = vload(m + u);
             for (int64_t j = 0; j < nk; j++) x = vmax(vload(st + j * BQ + u), x);
@@ -249,9 +252,9 @@ static void forward_block(const Head *hd, int64_t qb, float *restrict qt, float 
     }
     for (int64_t i = 0; i < nq; i++) {
         float *restrict o = orow + i * ldv;
-        const float inv = 1.0f / l[i];
+        const float inv = dsa_softmax_inv(l[i]);
         for (int64_t c = 0; c < dvd; c++) o[c] *= inv;
-        hd->lse_out[t0 + i] = (float)(((double)m[i] + log2((double)l[i])) * 0.69314718055994531);
+        hd->lse_out[t0 + i] = dsa_softmax_lse(m[i], l[i]);
     }
 }
 
@@ -314,7 +317,8 @@ static void qblock_prepare(QBlock *qk, const Head *hd, int64_t qb) {
     }
     qk->q_ready = hd->dq_dim <= DC, qk->o_ready = hd->dv_dim <= DC;
     if (qk->q_ready)
-        transpose_block(qk->qt, hd->q + qk->t0 * hd->ldq, hd->ldq, qk->nq, 0, hd->dq_dim, hd->scale * LOG2E);
+        transpose_block(qk->qt, hd->q + qk->t0 * hd->ldq, hd->ldq, qk->nq, 0, hd->dq_dim,
+                        dsa_softmax_log2_scale(hd->scale));
     if (qk->o_ready) transpose_block(qk->dot, hd->dout + qk->t0 * hd->ldv, hd->ldv, qk->nq, 0, hd->dv_dim, 1.0f);
 }
 
@@ -332,7 +336,7 @@ static void backward_tile(const Head *hd, QBlock *qk, int64_t kb, float *restric
     const int64_t t0 = qk->t0, nq = qk->nq, s0 = kb * BK, nk = L - s0 < BK ? L - s0 : BK;
     const float *qrow = hd->q + t0 * ldq, *grow = hd->dout + t0 * ldv;
     const float *krow = hd->k + s0 * ldq, *vrow = hd->v + s0 * ldv;
-    scores_t(st, krow, ldq, nk, qrow, ldq, nq, dqd, hd->scale * LOG2E, qk->qt, qk->q_ready);
+    scores_t(st, krow, ldq, nk, qrow, ldq, nq, dqd, dsa_softmax_log2_scale(hd->scale), qk->qt, qk->q_ready);
     scores_t(dpt, vrow, ldv, nk, grow, ldv, nq, dvd, 1.0f, qk->dot, qk->o_ready);
     const Vec scale = vsplat(hd->scale);
     for (int64_t j = 0; j < nk; j++) {

@@ -12,7 +12,7 @@
 #include <math.h>
 
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/vexp.h"
+#include "kernels/rules/exp.h"
 
 enum { CE_LANES = 16, CE_CHUNK = 256, CE_PAR_MIN = 1 << 16 };
 

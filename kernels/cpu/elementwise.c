@@ -6,8 +6,8 @@
  *   σ(g) from e = exp(−|g|) ∈ (0, 1]: σ = 1/(1+e) for g ≥ 0, e/(1+e) otherwise, so no
  *   exponential ever overflows (g = ±100 gives 0 or g, not NaN).
  *
- * Every loop is elementwise, vectorized (`omp simd`, dsa_vexpf of vexp.h) and split over
- * threads in contiguous ranges, so results do not depend on the thread count.
+ * Every loop is elementwise, vectorized (`omp simd`, dsa_vexpf of kernels/rules/exp.h) and
+ * split over threads in contiguous ranges, so results do not depend on the thread count.
  * NOTE: `omp simd` (not `restrict`) tells the compiler there is no loop-carried
  * dependence: an output may therefore be the very same array as an input (add(y, y),
  * swiglu in place), which `restrict` would make undefined.
@@ -18,7 +18,7 @@
 #include <math.h>
 
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/vexp.h"
+#include "kernels/rules/exp.h"
 
 /* Below this many elements a loop stays on the calling thread. */
 enum { PAR_MIN = 1 << 15 };

@@ -18,10 +18,11 @@
  *     dq_{n,h} = Σ_{s∈S_n} dS_s K_s
  *     dkv_s    = Σ_{(n,h): s∈S_n} dS_{n,h,s} q_{n,h}  +  [P_{n,h,s} g_{n,h} on the first Dv]
  *
- * Forward (pass F2): one task per query row, online softmax over chunks of BK = 64
- * valid keys, all heads of the row at once (in groups of HG) so each gathered 576-wide
- * key row is read once per chunk for every head. Nothing is gathered: the tile products
- * read key rows in place through a pointer per key.
+ * Forward (pass F2): one task per query row, online softmax (the rules of
+ * kernels/rules/softmax.h) over chunks of BK = 64 valid keys, all heads of the row at once
+ * (in groups of HG) so each gathered 576-wide key row is read once per chunk for every
+ * head. Nothing is gathered: the tile products read key rows in place through a pointer
+ * per key.
  *
  * Backward (pass B), in three steps:
  *  1. D_{n,h} for every row;
@@ -74,6 +75,7 @@
 #endif
 
 #include "kernels/cpu/ops.h"
+#include "kernels/rules/softmax.h"
 
 enum {
     BK = 64,     /* valid keys per chunk (row passes); rows of a score tile */
@@ -83,7 +85,7 @@ enum {
     NCHUNK = 64, /* fixed row chunks of the counting sort */
 };
 
-static const float LOG2E = 1.44269504088896341f;
+static const float LOG2E = DSA_SOFTMAX_LOG2E;
 
 /* ---- vectors ----
  * Vec: VW floats as a GCC vector type. VW = 16 with AVX-512, 8 with AVX2 + FMA, else 4
@@ -318,14 +320,14 @@ static Dims dims_check(const DsaSparseAttnShape *sh) {
 static void forward_chunk(float *restrict st, float *const *op, const float *const *qp, int64_t hg,
                           const float *const *kp, int64_t c, bool first, float *m, float *l, const Dims *d) {
     dots(st, BK, qp, hg, kp, c, d->Dq); /* st[h][j] = q_h · K_j */
-    const float c2 = d->scale * LOG2E;
+    const float c2 = dsa_softmax_log2_scale(d->scale);
     float corr[HG];
     for (int64_t h = 0; h < hg; h++) {
         float *restrict row = st + h * BK;
         float mx = m[h];
         for (int64_t j = 0; j < c; j++) {
             row[j] *= c2; /* a · log2 e */
-            mx = row[j] > mx ? row[j] : mx;
+            mx = dsa_softmax_max(row[j], mx);
         }
         const Vec vm = vsplat(mx);
         int64_t j = 0;
@@ -333,7 +335,7 @@ static void forward_chunk(float *restrict st, float *const *op, const float *con
         if (j < c) vstore_part(row + j, vexp2(vload_part(row + j, c - j) - vm), c - j);
         float sum = 0.0f;
         for (j = 0; j < c; j++) sum += row[j];
-        corr[h] = exp2f(m[h] - mx); /* 0 on the first chunk (m = −inf) */
+        corr[h] = dsa_softmax_corr(m[h], mx); /* 0 on the first chunk (m = −inf) */
         l[h] = l[h] * corr[h] + sum;
         m[h] = mx;
     }
@@ -377,12 +379,12 @@ void dsa_cpu_sparse_attention_forward(float *out, float *lse, const float *q, co
                     float *lrow = lse + (b * H + h0 + h) * L + t;
                     if (first) { /* no valid key */
                         memset(op[h], 0, sizeof(float) * (size_t)Dv);
-                        *lrow = -INFINITY;
+                        *lrow = DSA_SOFTMAX_EMPTY_LSE;
                         continue;
                     }
-                    const float inv = 1.0f / l[h];
+                    const float inv = dsa_softmax_inv(l[h]);
                     for (int64_t x = 0; x < Dv; x++) op[h][x] *= inv;
-                    *lrow = (float)(((double)m[h] + log2((double)l[h])) * 0.69314718055994531);
+                    *lrow = dsa_softmax_lse(m[h], l[h]);
                 }
             }
         }
@@ -511,7 +513,7 @@ static void grad_tile(float *restrict T, const RowHeads *r, const float *const *
     const int64_t hg = r->hg;
     dots(T + hg * BK, BK, r->qp, hg, kp, c, d->Dq); /* q_h · K_j */
     dots(T, BK, r->gp, hg, kp, c, d->Dv);           /* dP = g_h · K_j[:Dv] */
-    const Vec c2 = vsplat(d->scale * LOG2E), tau = vsplat(d->scale);
+    const Vec c2 = vsplat(dsa_softmax_log2_scale(d->scale)), tau = vsplat(d->scale);
     for (int64_t h = 0; h < hg; h++) {
         float *restrict ps = T + (hg + h) * BK, *restrict ds = T + h * BK;
         const Vec l2 = vsplat(r->lse2[h]), Dh = vsplat(r->Dn[h]);

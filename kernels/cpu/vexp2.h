@@ -1,5 +1,8 @@
 /* vexp2.h: 2^x on a whole vector register, shared by the attention kernels
- * (attention.c, sparse_attention.c).
+ * (attention.c, sparse_attention.c): the vector form of dsa_softmax_exp2 of
+ * kernels/rules/softmax.h (DSA-SPEC §8), which defines the rule for the CPU and the device;
+ * each lane gives that function's bits (tests/test_rules.c checks it on many inputs, for
+ * the kernels' vector types).
  *
  * Generic over the includer's vector type: include it after defining Vec (the float
  * vector), Veci / Vecu (int32 / uint32 GCC vectors of the same size), vsplat and vfma;
@@ -9,7 +12,7 @@
 #ifndef DSA_KERNELS_CPU_VEXP2_H
 #define DSA_KERNELS_CPU_VEXP2_H
 
-/* 2^x for the softmax, x ≤ 126 (here x ≤ 0 up to rounding: scores minus their row max
+/* 2^x for the softmax (keep in step with dsa_softmax_exp2), x ≤ 126 (here x ≤ 0 up to rounding: scores minus their row max
  * or their lse): x = n + r with n = round(x) by the 1.5·2^23 trick (whose low mantissa
  * bits are n), 2^n built in the exponent bits, 2^r for |r| ≤ 1/2 by Cephes' exp2f
  * polynomial (≈ 2 ulp). x < −126 (the masked −inf scores and every result below
