@@ -134,7 +134,7 @@ $(PLUGIN): data/h5z_zstd_plugin.c data/h5z_zstd.c data/h5z_zstd.h
 	@mkdir -p $(dir $@)
 	$(CC) $(PLUGIN_CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PKG_LIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libdsa.a tests/test_util.h
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libdsa.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libdsa.a -o $@ $(LDLIBS) -lcmocka
 

@@ -64,7 +64,7 @@ static void test_unsupported_refused(void **state) {
     DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
     assert_ok(dsa_config_load(cfg, "configs/tiny.json", NULL, 0));
     DsaParamTable t;
-    /* the MoE DSA config builds (MoE layers: tests/test_moe.c) */
+    /* the MoE DSA config builds (MoE layers: tests/test_moe.c, tests/test_moe_model.c) */
     assert_ok(dsa_param_table_build(&t, &cfg->model));
     assert_non_null(dsa_param_find(&t, "model.layers.1.mlp.experts.0.gate_proj.weight"));
     assert_non_null(dsa_param_find(&t, "model.layers.3.self_attn.indexer.wq_b.weight"));

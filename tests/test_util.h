@@ -6,6 +6,7 @@
 #ifndef DSA_TESTS_TEST_UTIL_H
 #define DSA_TESTS_TEST_UTIL_H
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -171,6 +172,54 @@ static inline void test_read_text(const char *path, char *buf, size_t cap) {
 static inline bool test_exists(const char *path) {
     struct stat sb;
     return lstat(path, &sb) == 0;
+}
+
+/* A fresh (emptied) directory `name` under the test directory; returns its path. */
+static inline const char *test_fresh_dir(const char *name) {
+    const char *dir = test_path(name);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    return dir;
+}
+
+/* Write `text` to dir/name. */
+static inline void test_put_file_text(const char *dir, const char *name, const char *text) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Does dir/name exist? */
+static inline bool test_file_exists(const char *dir, const char *name) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Entries of `dir`, dot files left out. */
+static inline int test_count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+/* The last error message contains every one of the given strings (NULL-terminated). */
+static inline void test_msg_has(const char *first, ...) {
+    va_list ap;
+    va_start(ap, first);
+    for (const char *s = first; s; s = va_arg(ap, const char *))
+        if (!strstr(dsa_error_message(), s)) fail_msg("message lacks \"%s\":\n%s", s, dsa_error_message());
+    va_end(ap);
 }
 
 /* Numeric check of an fp32 result against an fp64 reference (STYLE.md rule 4): fails
