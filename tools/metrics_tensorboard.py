@@ -156,7 +156,8 @@ class EventDir:
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.text.summary_v2 import text_pb
         from tensorboard.summary.writer.record_writer import RecordWriter
-        self.event_pb2, self.summary_pb2, self.text_pb, self.RecordWriter = event_pb2, summary_pb2, text_pb, RecordWriter
+        self.event_pb2, self.summary_pb2 = event_pb2, summary_pb2
+        self.text_pb, self.RecordWriter = text_pb, RecordWriter
         self.path, self.file, self.writer, self.current, self.lock = path, None, None, None, None
 
     def acquire(self):
@@ -201,8 +202,8 @@ class EventDir:
         tmp = os.path.join(self.path, f".partial-{os.getpid()}")
         f = open(tmp, "wb")
         w = self.RecordWriter(f)
-        header = self.event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2",
-                                      source_metadata=self.event_pb2.SourceMetadata(writer="dsa tools/metrics_tensorboard.py"))
+        source = self.event_pb2.SourceMetadata(writer="dsa tools/metrics_tensorboard.py")
+        header = self.event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2", source_metadata=source)
         for ev in [header] + events:
             w.write(ev.SerializeToString())
         f.flush()
@@ -425,7 +426,8 @@ def main():
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        print("metrics_tensorboard: error: the tensorboard package is missing (make pyenv installs it)", file=sys.stderr)
+        print("metrics_tensorboard: error: the tensorboard package is missing (make pyenv installs it)",
+              file=sys.stderr)
         return 1
     runs = [Run(r, args.logdir) for r in args.runs]
     names = {}
