@@ -76,7 +76,9 @@ ifeq ($(CUDA),auto)
   endif
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-NVCCFLAGS := -O2 -std=c++17 -I. -arch=sm_90 --compiler-options -Wall,-Wextra$(if $(filter 1,$(WERROR)),$(comma)-Werror)
+# nvcc's own warnings are errors too (-Werror all-warnings), not only the host compiler's;
+# host code is never FMA-contracted (kernels/rules/hd.h: the scalar rules' bits).
+NVCCFLAGS := -O2 -std=c++17 -I. -arch=sm_90 --compiler-options -Wall,-Wextra,-ffp-contract=off$(if $(filter 1,$(WERROR)),$(comma)-Werror -Werror all-warnings)
 ifeq ($(CUDA),1)
   CFLAGS += -DDSA_HAVE_CUDA=1
   LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++

@@ -80,7 +80,7 @@ static inline DSA_HD float dsa_fp8_group_scale(float amax) {
 /* Group size for a vector of `width` values: min(128, width) (widths below 128 are our
  * extension for small test configs, DSA-SPEC §5.2). */
 static inline DSA_HD int64_t dsa_fp8_group_size(int64_t width) {
-    return width < DSA_FP8_GROUP ? width : DSA_FP8_GROUP;
+    return width < DSA_FP8_GROUP ? width : (int64_t)DSA_FP8_GROUP;
 }
 
 /* Export block exponent (DSA-SPEC §3.2) of a block whose largest magnitude is `amax`
