@@ -95,7 +95,7 @@ PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
 HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules tests,$(wildcard $(d)/*.h))
 
-.PHONY: all deps test asan demo bench clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
+.PHONY: all deps test asan demo bench bench-tokenize clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
         install uninstall
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
@@ -201,9 +201,16 @@ demo: deps
 	@PYENV=$(PYENV) tools/demo.sh $(BUILD)
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BENCHES)
+	@$(MAKE) --no-print-directory all $(BENCHES) pyenv
 	@tools/torch_env.sh $(TORCH_ENV) > /dev/null || echo "bench: no PyTorch environment; the comparison is skipped"
-	@TORCH_PY=$(TORCH_ENV)/bin/python bench/run.sh $(BUILD)
+	@TORCH_PY=$(TORCH_ENV)/bin/python PYENV=$(PYENV) bench/run.sh $(BUILD)
+
+# tools/tokenize_pack.py from raw text to shards: 50 MB of generated text, 1 and 2 workers,
+# beside tokenizers alone (tools/bench_tokenize.py; about 2 minutes on 2 cores). Appends to
+# bench/RESULTS.md; make bench runs it too.
+bench-tokenize: deps
+	@$(MAKE) --no-print-directory all pyenv
+	@$(PYENV)/bin/python tools/bench_tokenize.py --dsa $(BUILD)/dsa --record bench/RESULTS.md
 
 # PyTorch (CPU use only) for tools/torch_ref.py: the parity test and the bench baseline.
 TORCH_ENV ?= .venv-torch

@@ -13,7 +13,10 @@
 #    k = 512, and the sparse step with k = 2048 (about 25 more minutes on 2 cores);
 #  - the same steps in PyTorch (tools/torch_ref.py bench, same config and threads) when
 #    a torch environment exists (TORCH_PY, default .venv-torch/bin/python; make one with
-#    tools/torch_env.sh), so the ratio comes from one run.
+#    tools/torch_env.sh), so the ratio comes from one run;
+#  - tools/tokenize_pack.py from 50 MB of generated text to shards with 1 and 2 workers
+#    (tools/bench_tokenize.py, about 2 minutes) when the tools' venv exists (PYENV,
+#    default .venv; make pyenv).
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -57,4 +60,10 @@ if [ -x "$torch_py" ] && "$torch_py" -c 'import torch' 2> /dev/null; then
     } >> bench/RESULTS.md
 else
     printf '\nPyTorch comparison not run: no torch environment at %s.\n' "$torch_py" >> bench/RESULTS.md
+fi
+pyenv=${PYENV:-.venv}
+if [ -x "$pyenv/bin/python" ] && "$pyenv/bin/python" -c 'import tokenizers' 2> /dev/null; then
+    "$pyenv/bin/python" tools/bench_tokenize.py --dsa "$dsa" --record bench/RESULTS.md
+else
+    printf '\ntokenize_pack.py benchmark not run: no tools venv with tokenizers at %s (make pyenv).\n' "$pyenv" >> bench/RESULTS.md
 fi

@@ -13,6 +13,9 @@
  * the same windows in the same order from the raw file, and plain zstd decoding of the
  * shards' chunks (the ceiling). Correctness in the same run: sampled windows from the
  * loader are compared with the raw file before any figure is reported.
+ *
+ * Implemented in inspect.c (statistics and verification), inspect_report.c (text and JSON),
+ * bench_data.c (the benchmark's data set) and bench_loader.c (its measurements).
  */
 #ifndef DSA_DATA_INSPECT_H
 #define DSA_DATA_INSPECT_H

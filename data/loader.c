@@ -199,11 +199,29 @@ static DsaStatus check_options(const DsaLoaderOptions *o) {
     return DSA_OK;
 }
 
+/* The one wording of a shard whose ids a model cannot embed (loader and run checks). */
+static DsaStatus vocab_too_small(const char *path, const DsaShardMeta *meta, uint64_t model_vocab) {
+    DSA_FAIL(DSA_ERR_RANGE,
+             "%s: shard vocab_size %llu (tokenizer %s) exceeds the model's vocab_size %llu: its token ids may reach "
+             "%llu, past the model's embedding; use a model with vocab_size >= %llu, or pack the data with the "
+             "model's tokenizer",
+             path, (unsigned long long)meta->vocab_size, meta->tokenizer, (unsigned long long)model_vocab,
+             (unsigned long long)meta->vocab_size - 1, (unsigned long long)meta->vocab_size);
+}
+
+DsaStatus dsa_data_check_vocab(const char *const *paths, int num_paths, uint64_t model_vocab) {
+    for (int i = 0; i < num_paths; i++) {
+        DsaShardMeta meta;
+        DSA_TRY(dsa_shard_read_meta(paths[i], &meta));
+        if (meta.vocab_size > model_vocab) return vocab_too_small(paths[i], &meta, model_vocab);
+    }
+    return DSA_OK;
+}
+
 static DsaStatus check_shard_agrees(const DsaLoader *l, const DsaShard *s) {
     const DsaShard *first = &l->shards[0];
     if (l->opts.vocab_size && s->meta.vocab_size > l->opts.vocab_size)
-        DSA_FAIL(DSA_ERR_RANGE, "%s: shard vocab_size %llu exceeds the model's vocab_size %llu", s->path,
-                 (unsigned long long)s->meta.vocab_size, (unsigned long long)l->opts.vocab_size);
+        return vocab_too_small(s->path, &s->meta, l->opts.vocab_size);
     if (s == first) return DSA_OK;
     if (s->meta.vocab_size != first->meta.vocab_size || s->meta.eos_id != first->meta.eos_id ||
         strcmp(s->meta.tokenizer, first->meta.tokenizer) != 0)

@@ -100,4 +100,10 @@ DsaStatus dsa_loader_cursor_from_json(const cJSON *json, DsaLoaderCursor *cursor
 DsaStatus dsa_data_expand_paths(const char *const *args, int num_args, char ***paths, int *num_paths);
 void dsa_data_paths_free(char **paths, int num_paths);
 
+/* Refuse, before a run starts, a shard whose vocab_size exceeds the model's (its ids
+ * could reach past the embedding): the error names the shard, its vocab_size and
+ * tokenizer, and the model's vocab_size. Reads only each shard's attributes. The loader
+ * makes the same check when it opens (DsaLoaderOptions.vocab_size). */
+DsaStatus dsa_data_check_vocab(const char *const *paths, int num_paths, uint64_t model_vocab);
+
 #endif

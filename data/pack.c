@@ -207,12 +207,22 @@ done:
     return st;
 }
 
+static bool is_stdin(const char *path) { return !strcmp(path, "-"); }
+
 static DsaStatus paths_expand(PathList *l, const DsaPackOptions *o) {
+    int stdin_seen = 0;
     for (int i = 0; i < o->n_inputs; i++) {
         const char *in = o->inputs[i];
         struct stat sb;
         int megatron = o->format == DSA_PACK_MEGATRON;
-        if (stat(in, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        if (is_stdin(in)) { /* standard input: raw token streams only (import_raw.c) */
+            if (o->format != DSA_PACK_U16 && o->format != DSA_PACK_U32)
+                DSA_FAIL(DSA_ERR_ARG, "input \"-\" (standard input) is only for --format u16 or u32, not %s; name "
+                         "a file \"./-\" to read one called -", format_names[o->format]);
+            if (stdin_seen++)
+                DSA_FAIL(DSA_ERR_ARG, "input \"-\" (standard input) is given twice; it can be read only once");
+            DSA_TRY(paths_add(l, NULL, in));
+        } else if (stat(in, &sb) == 0 && S_ISDIR(sb.st_mode)) {
             DSA_TRY(paths_add_dir(l, in, megatron));
         } else if (megatron || (stat(in, &sb) == 0 && S_ISREG(sb.st_mode))) {
             DSA_TRY(paths_add(l, NULL, in)); /* a Megatron prefix is no file: its importer checks */
@@ -232,6 +242,7 @@ static int64_t inputs_total(const PathList *l, const DsaPackOptions *o) {
     int64_t total = 0;
     for (int i = 0; i < l->count; i++) {
         int64_t size = 0;
+        if (is_stdin(l->items[i])) return 0; /* unknown */
         DsaStatus st = o->format == DSA_PACK_MEGATRON ? dsa_pack_megatron_bin_size(l->items[i], &size)
                                                       : dsa_file_size(l->items[i], &size);
         if (st == DSA_OK) total += size;
@@ -335,10 +346,12 @@ static DsaStatus pack_inputs(DsaPackSink *s, const PathList *inputs) {
     for (int i = 0; i < inputs->count; i++) {
         DsaStatus st = import_one(s, inputs->items[i]);
         if (st != DSA_OK) {
-            dsa_error_push(__FILE__, __LINE__, "packing input %d of %d: %s", i + 1, inputs->count, inputs->items[i]);
+            dsa_error_push(__FILE__, __LINE__, "packing input %d of %d: %s", i + 1, inputs->count,
+                           is_stdin(inputs->items[i]) ? "standard input" : inputs->items[i]);
             return st;
         }
         int64_t size = 0;
+        if (is_stdin(inputs->items[i])) continue;
         if (o->format == DSA_PACK_MEGATRON ? dsa_pack_megatron_bin_size(inputs->items[i], &size) == DSA_OK
                                            : dsa_file_size(inputs->items[i], &size) == DSA_OK)
             s->progress_base += size;
@@ -369,7 +382,8 @@ DsaStatus dsa_pack_run(const DsaPackOptions *o, DsaShardSetStats *stats) {
         char names[600] = "";
         for (int i = 0; i < inputs.count && strlen(names) < 400; i++) {
             size_t n = strlen(names);
-            snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", inputs.items[i]);
+            snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "",
+                     is_stdin(inputs.items[i]) ? "standard input" : inputs.items[i]);
         }
         DSA_FAIL_GOTO(st, fail, DSA_ERR_FORMAT, "no documents found in %s%s (%s empty); nothing to pack", names,
                       strlen(names) >= 400 && inputs.count > 1 ? ", ..." : "", inputs.count == 1 ? "it is" : "all are");

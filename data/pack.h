@@ -8,7 +8,9 @@
  *             {"input_ids": [..]} is pre-tokenized (needs vocab_size and eos_id). One run
  *             takes one kind; blank lines are skipped; a line with both keys is refused.
  *   u16, u32  raw little-endian token ids (pre-tokenized). eos_id tokens delimit
- *             documents; a trailing piece without EOS is a document of its own.
+ *             documents; a trailing piece without EOS is a document of its own. The
+ *             input "-" is standard input, read to its end (tools/tokenize_pack.py
+ *             pipes a Hugging Face tokenizer's ids in this way).
  *   megatron  Megatron-LM MMIDIDX indexed dataset (data/import_megatron.c), given as
  *             prefix, prefix.bin or prefix.idx. One Megatron document = one document.
  *   synthetic generated long-range recall documents (data/synthetic.h); no inputs.

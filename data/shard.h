@@ -177,6 +177,11 @@ void dsa_shard_scratch_free(DsaShardScratch *scratch);
 DsaStatus dsa_shard_open(DsaShard *shard, const char *path);
 void dsa_shard_close(DsaShard *shard);
 
+/* The attributes of `path` alone (vocab_size, eos_id, tokenizer, ...), validated as by
+ * dsa_shard_open, without reading the chunk index or /doc_offsets: cheap enough to check
+ * every shard of a run before it starts (dsa_data_check_vocab). */
+DsaStatus dsa_shard_read_meta(const char *path, DsaShardMeta *meta);
+
 /* The manifest of the set a shard belongs to, parsed once for consecutive shards of one
  * set (callers keep one per loop; zero-initialize, free with dsa_shard_check_set_free). */
 typedef struct {

@@ -376,6 +376,30 @@ fail:
     return st;
 }
 
+DsaStatus dsa_shard_read_meta(const char *path, DsaShardMeta *meta) {
+    DsaShard s; /* only path and meta are used: no chunk index, no descriptor */
+    memset(&s, 0, sizeof s);
+    memset(meta, 0, sizeof *meta);
+    DSA_TRY(dsa_h5z_zstd_register());
+    if (strlen(path) >= sizeof s.path) DSA_FAIL(DSA_ERR_ARG, "shard path too long: %s", path);
+    snprintf(s.path, sizeof s.path, "%s", path);
+    DSA_TRY(check_file(path, &s.file_bytes));
+    DsaStatus st = DSA_OK;
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) {
+        char h5[512];
+        shard_h5_error_text(h5, sizeof h5);
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: HDF5 cannot open the file (truncated or corrupt?): %s", path, h5);
+    }
+    DSA_TRY_GOTO(st, check_eof(path, file), done);
+    DSA_TRY_GOTO(st, read_attributes(&s, file), done);
+    *meta = s.meta;
+done:
+    H5Fclose(file);
+    if (st != DSA_OK) H5Eclear2(H5E_DEFAULT);
+    return st;
+}
+
 void dsa_shard_close(DsaShard *s) {
     if (s->fd >= 0) close(s->fd);
     dsa_free(s->doc_offsets, (size_t)(s->num_docs + 1) * 8);

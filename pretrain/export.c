@@ -93,7 +93,7 @@ DsaStatus dsa_export_config_json(const DsaModelConfig *m, DsaExportDType mode, c
      * whatever n_routed_experts says; a dense model spells "no MoE layer" this way. Their
      * configs type n_routed_experts and num_experts_per_tok as integers (transformers 5
      * refuses null), so a dense model writes 0 for both: no routed experts, none per token.
-     * Our reader takes n_routed_experts 0 as dense again (core/config.c, model_post;
+     * Our reader takes n_routed_experts 0 as dense again (core/config_schema.c, model_post;
      * DSA-SPEC §3.4 Decision (models without routed experts)). */
     if (!m->has_moe) {
         set_item(root, "first_k_dense_replace", cJSON_CreateNumber((double)m->num_hidden_layers));

@@ -22,8 +22,10 @@
  * 128K tokens needs about 19.2 TiB in one process, the figure `dsa config --check`
  * prints.
  *
- * NOTE: host memory of one process only; device memory and per-rank plans (ZeRO shards,
- * context parallel) are meant to extend DsaSizing here, from the same table and layout.
+ * NOTE: host memory of one CPU process only. The device memory of a GPU run, per rank
+ * (ZeRO shards, context and expert parallelism, recompute), is pretrain/plan.h: the CUDA
+ * trainer is to call dsa_plan_stage and dsa_plan_require_fit before it allocates, and
+ * `dsa plan` prints the same figures, from the same parameter table.
  */
 #ifndef DSA_PRETRAIN_SIZING_H
 #define DSA_PRETRAIN_SIZING_H

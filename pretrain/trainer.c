@@ -40,30 +40,7 @@
 #include "pretrain/model.h"
 #include "pretrain/model_io.h"
 #include "pretrain/optim.h"
-
-typedef struct {
-    const DsaConfig *cfg;
-    const DsaTrainOptions *opts;
-    DsaModel model;
-    DsaOptimizer optim;
-    bool *trainable; /* (table.count) for the current stage */
-    int64_t step;    /* global optimizer steps done */
-    int64_t total_steps;
-    /* data */
-    char **paths;
-    int num_paths;
-    DsaLoader *loader;
-    int loader_stage; /* stage the loader was opened for, -1 none */
-    bool have_cursor; /* resume: seek the next loader of cursor_stage to cursor */
-    int cursor_stage;
-    DsaLoaderCursor cursor;
-    int32_t *inputs, *targets; /* (micro_batch · seq_len) */
-    int64_t io_tokens;         /* capacity of inputs/targets */
-    FILE *metrics;
-    double last_loss, last_lr;
-    int64_t tokens_seen;
-    char last_checkpoint[1024];
-} Trainer;
+#include "pretrain/trainer_internal.h"
 
 /* Stage of global step `step` (the stage the next step belongs to) and its first step. */
 static int stage_of(const DsaConfig *cfg, int64_t step, int64_t *stage_start) {
@@ -194,178 +171,6 @@ static DsaStatus open_metrics(Trainer *t, int64_t keep_step) {
     return DSA_OK;
 }
 
-/* ---- checkpoints ------------------------------------------------------------------- */
-
-static DsaStatus write_state_json(Trainer *t, DsaCheckpointWriter *w, int stage) {
-    cJSON *root = cJSON_CreateObject();
-    char hex[32];
-    cJSON_AddNumberToObject(root, "format_version", DSA_TRAIN_STATE_VERSION);
-    cJSON_AddNumberToObject(root, "step", (double)t->step);
-    cJSON_AddStringToObject(root, "stage", t->cfg->stages[stage].name);
-    cJSON_AddNumberToObject(root, "stage_index", stage);
-    cJSON *gs = cJSON_AddArrayToObject(root, "group_steps");
-    for (int g = 0; g < DSA_GROUP_COUNT; g++) cJSON_AddItemToArray(gs, cJSON_CreateNumber((double)t->optim.group_steps[g]));
-    cJSON_AddNumberToObject(root, "lr", t->last_lr);
-    cJSON_AddNumberToObject(root, "loss", t->last_loss);
-    cJSON_AddNumberToObject(root, "tokens_seen", (double)t->tokens_seen);
-    snprintf(hex, sizeof hex, "%016" PRIx64, dsa_config_hash(t->cfg));
-    cJSON_AddStringToObject(root, "model_hash", hex);
-    cJSON_AddNumberToObject(root, "seed", (double)t->cfg->train.seed);
-    cJSON_AddNumberToObject(root, "threads", dsa_backend_cpu_threads());
-    if (t->loader) {
-        DsaLoaderCursor c = dsa_loader_cursor(t->loader);
-        cJSON_AddNumberToObject(root, "data_stage", t->loader_stage);
-        cJSON_AddItemToObject(root, "data_cursor", dsa_loader_cursor_to_json(&c));
-    } else if (t->have_cursor) {
-        cJSON_AddNumberToObject(root, "data_stage", t->cursor_stage);
-        cJSON_AddItemToObject(root, "data_cursor", dsa_loader_cursor_to_json(&t->cursor));
-    }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!text) DSA_FAIL(DSA_ERR_NOMEM, "trainer_state.json text");
-    DsaStatus st = dsa_checkpoint_write_text(w, "trainer_state.json", text);
-    free(text);
-    return st;
-}
-
-static DsaStatus save_checkpoint(Trainer *t, int stage) {
-    const DsaConfig *cfg = t->cfg;
-    char name[64], path[1400];
-    snprintf(name, sizeof name, "step-%08lld", (long long)t->step);
-    double t0 = dsa_time_now();
-    DsaCheckpointWriter w;
-    DSA_TRY(dsa_checkpoint_begin(&w, cfg->train.out_dir, name));
-    w.pause_before_commit_ms = t->opts->pause_before_commit_ms;
-    DsaStatus st = DSA_OK;
-    char *text = NULL;
-    DSA_TRY_GOTO(st, dsa_model_write_weights(dsa_checkpoint_file(&w, "model.safetensors", path, sizeof path),
-                                             &t->model.table, t->model.params),
-                 fail);
-    DSA_TRY_GOTO(st, dsa_model_write_state(dsa_checkpoint_file(&w, "optimizer.safetensors", path, sizeof path),
-                                           &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v),
-                 fail);
-    DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&cfg->model, &text), fail);
-    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "config.json", text), fail);
-    free(text);
-    text = NULL;
-    DSA_TRY_GOTO(st, dsa_config_to_json(cfg, &text), fail);
-    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "run_config.json", text), fail);
-    free(text);
-    text = NULL;
-    DSA_TRY_GOTO(st, write_state_json(t, &w, stage), fail);
-    DSA_TRY_GOTO(st, dsa_checkpoint_commit(&w), fail);
-    snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s/%s", cfg->train.out_dir, name);
-    dsa_log(DSA_LOG_INFO, "checkpoint %s written in %.2f s", t->last_checkpoint, dsa_time_now() - t0);
-    return DSA_OK;
-fail:
-    free(text);
-    dsa_checkpoint_abort(&w);
-    dsa_error_push(__FILE__, __LINE__, "saving checkpoint %s/%s", cfg->train.out_dir, name);
-    return st;
-}
-
-static DsaStatus json_int(const cJSON *root, const char *key, const char *file, int64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0)
-        DSA_FAIL(DSA_ERR_FORMAT, "%s: \"%s\" is missing or not a non-negative number", file, key);
-    *out = (int64_t)v->valuedouble;
-    return DSA_OK;
-}
-
-/* Restore weights, moments, step and data cursor from the checkpoint `dir`. */
-static DsaStatus load_checkpoint(Trainer *t, const char *dir) {
-    const DsaConfig *cfg = t->cfg;
-    char path[1100];
-    bool verified = false;
-    DSA_TRY(dsa_checkpoint_verify(dir, &verified));
-    if (!verified) DSA_FAIL(DSA_ERR_FORMAT, "%s: not a training checkpoint (no manifest.json)", dir);
-
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    DsaModelConfig saved;
-    DSA_TRY(dsa_model_config_load(&saved, path));
-    DSA_TRY(dsa_model_config_check_same(&saved, path, &cfg->model, cfg->source));
-
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    char *text = NULL;
-    size_t len = 0;
-    DSA_TRY(dsa_file_read_all(path, &text, &len));
-    cJSON *root = cJSON_Parse(text);
-    dsa_free(text, len + 1);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        DSA_FAIL(DSA_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    DsaStatus st = DSA_OK;
-    int64_t version = 0, step = 0, stage = 0;
-    DSA_TRY_GOTO(st, json_int(root, "format_version", path, &version), out);
-    if (version != DSA_TRAIN_STATE_VERSION)
-        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: format_version %lld, this build reads %d", path, (long long)version,
-                      DSA_TRAIN_STATE_VERSION);
-    DSA_TRY_GOTO(st, json_int(root, "step", path, &step), out);
-    const cJSON *gs = cJSON_GetObjectItemCaseSensitive(root, "group_steps");
-    if (!cJSON_IsArray(gs) || cJSON_GetArraySize(gs) != DSA_GROUP_COUNT)
-        DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: \"group_steps\" must be an array of %d numbers", path,
-                      DSA_GROUP_COUNT);
-    for (int g = 0; g < DSA_GROUP_COUNT; g++) {
-        const cJSON *e = cJSON_GetArrayItem(gs, g);
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0)
-            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: group_steps[%d] is not a non-negative number", path, g);
-        t->optim.group_steps[g] = (int64_t)e->valuedouble;
-    }
-    if (step > t->total_steps)
-        DSA_FAIL_GOTO(st, out, DSA_ERR_CONFIG, "%s: step %lld is past the %lld steps of the config's stages", path,
-                      (long long)step, (long long)t->total_steps);
-    const cJSON *cur = cJSON_GetObjectItemCaseSensitive(root, "data_cursor");
-    if (cur) {
-        DSA_TRY_GOTO(st, json_int(root, "data_stage", path, &stage), out);
-        if (stage >= cfg->num_stages)
-            DSA_FAIL_GOTO(st, out, DSA_ERR_FORMAT, "%s: data_stage %lld, the config has %d stages", path,
-                          (long long)stage, cfg->num_stages);
-        DSA_TRY_GOTO(st, dsa_loader_cursor_from_json(cur, &t->cursor, path), out);
-        t->have_cursor = true;
-        t->cursor_stage = (int)stage;
-    }
-    const cJSON *thr = cJSON_GetObjectItemCaseSensitive(root, "threads");
-    if (cJSON_IsNumber(thr) && (int)thr->valuedouble != dsa_backend_cpu_threads())
-        dsa_log(DSA_LOG_WARN,
-                "%s was written with %d threads, this run has %d: it continues correctly, but not bit for bit "
-                "like the uninterrupted run (reductions are ordered per thread count)",
-                path, (int)thr->valuedouble, dsa_backend_cpu_threads());
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
-    t->tokens_seen = cJSON_IsNumber(tok) ? (int64_t)tok->valuedouble : 0;
-    t->step = step;
-
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg.", t->optim.m, true), out);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", t->optim.v, true), out);
-out:
-    cJSON_Delete(root);
-    return st;
-}
-
-/* Weights only, from a checkpoint or an HF model directory, sharded or FP8 (--init). */
-static DsaStatus load_init_weights(Trainer *t, const char *from) {
-    char dir[1024], path[1100];
-    bool verified = false;
-    DsaModelConfig saved;
-    DSA_TRY(dsa_model_open_dir(from, dir, sizeof dir, &saved, &verified));
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (!saved.has_indexer && t->cfg->model.has_indexer)
-        DSA_FAIL(DSA_ERR_CONFIG,
-                 "%s: a dense model (no lightning indexer), and %s trains a DSA model: add the indexer first with "
-                 "`dsa convert --add-indexer %s --out DIR --index-n-heads %lld --index-head-dim %lld --index-topk %lld`, "
-                 "then --init DIR",
-                 path, t->cfg->source, from, (long long)t->cfg->model.index_n_heads,
-                 (long long)t->cfg->model.index_head_dim, (long long)t->cfg->model.index_topk);
-    DSA_TRY(dsa_model_config_check_same(&saved, path, &t->cfg->model, t->cfg->source));
-    /* through the HF reader: one file or shards, F32/BF16/F16 or FP8 blocks */
-    DSA_TRY(dsa_model_read_hf(dir, &saved, &t->model.table, t->model.params));
-    dsa_log(DSA_LOG_INFO, "initialized from %s%s", dir, verified ? "" : " (no manifest: checksums not verified)");
-    return DSA_OK;
-}
-
 /* ---- indexer metrics ------------------------------------------------------------------- */
 
 typedef struct {
@@ -488,6 +293,22 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     return DSA_OK;
 }
 
+/* Every data.train shard's ids must fit the model's embedding: refused before anything
+ * is allocated or written, naming the shard (data/loader.h) and where model.vocab_size
+ * came from. */
+static DsaStatus check_data_vocab(const Trainer *t) {
+    const DsaConfig *cfg = t->cfg;
+    DsaStatus st = dsa_data_check_vocab((const char *const *)t->paths, t->num_paths, (uint64_t)cfg->model.vocab_size);
+    if (st != DSA_OK) {
+        const char *set = NULL;
+        for (int i = 0; i < cfg->origins.count; i++)
+            if (!strcmp(cfg->origins.entry[i].key, "model.vocab_size")) set = cfg->origins.entry[i].set;
+        dsa_error_push(__FILE__, __LINE__, "data.train does not fit model.vocab_size = %lld (from %s%s)",
+                       (long long)cfg->model.vocab_size, set && *set ? "--set " : "", set && *set ? set : cfg->source);
+    }
+    return st;
+}
+
 static bool has_latest(const char *out_dir) {
     char path[DSA_CONFIG_PATH_CAP + 16];
     snprintf(path, sizeof path, "%s/latest", out_dir);
@@ -521,13 +342,14 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     t.loader_stage = -1;
     for (int s = 0; s < cfg->num_stages; s++) t.total_steps += cfg->stages[s].steps;
     DsaStatus st = DSA_OK;
+    const char *args[DSA_CONFIG_MAX_FILES];
+    for (int i = 0; i < cfg->data.num_train; i++) args[i] = cfg->data.train[i];
+    DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
+    DSA_TRY_GOTO(st, check_data_vocab(&t), out);
     DSA_TRY_GOTO(st, dsa_model_init(&t.model, &cfg->model, be), out);
     DSA_TRY_GOTO(st, dsa_optim_init(&t.optim, &t.model.table, be), out);
     t.trainable = dsa_calloc((size_t)t.model.table.count, sizeof(bool));
     if (!t.trainable) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "trainable mask");
-    const char *args[DSA_CONFIG_MAX_FILES];
-    for (int i = 0; i < cfg->data.num_train; i++) args[i] = cfg->data.train[i];
-    DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
 
     const char *out_dir = cfg->train.out_dir;
     int64_t end = opts->stop_at > 0 && opts->stop_at < t.total_steps ? opts->stop_at : t.total_steps;
@@ -549,7 +371,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
                            out_dir);
             goto out;
         }
-        DSA_TRY_GOTO(st, load_checkpoint(&t, dir), out);
+        DSA_TRY_GOTO(st, trainer_load_checkpoint(&t, dir), out);
         if (t.step >= end) { /* nothing left to do: say so, change nothing */
             result->steps_done = t.step;
             result->total_steps = t.total_steps;
@@ -566,7 +388,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
                           out_dir, out_dir);
         DSA_TRY_GOTO(st, dsa_mkdir_p(out_dir), out);
         if (opts->init_from) {
-            DSA_TRY_GOTO(st, load_init_weights(&t, opts->init_from), out);
+            DSA_TRY_GOTO(st, trainer_load_init_weights(&t, opts->init_from), out);
         } else {
             dsa_param_init(&t.model.table, t.model.params, (uint64_t)cfg->train.seed, cfg->model.initializer_range);
         }
@@ -584,7 +406,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
                     (long long)t.step + 1);
         DSA_TRY_GOTO(st, train_step(&t, stage, stage_start), out);
         bool periodic = cfg->train.checkpoint_every > 0 && t.step % cfg->train.checkpoint_every == 0;
-        if (periodic || t.step == end) DSA_TRY_GOTO(st, save_checkpoint(&t, stage), out);
+        if (periodic || t.step == end) DSA_TRY_GOTO(st, trainer_save_checkpoint(&t, stage), out);
     }
     result->steps_done = t.step;
     result->total_steps = t.total_steps;

@@ -241,6 +241,28 @@ static void test_cursor_mismatch(void **state) {
     dsa_loader_close(l);
 }
 
+/* The run check before training (dsa_data_check_vocab): vocab_size equal to the shards'
+ * passes, one less is refused naming the shard, both sizes and the tokenizer; a file
+ * that is no shard is refused by name. */
+static void test_check_vocab(void **state) {
+    (void)state;
+    DsaShardMeta meta;
+    assert_ok(dsa_shard_read_meta(shared.paths[0], &meta));
+    assert_int_equal(meta.vocab_size, VOCAB);
+    assert_int_equal(meta.eos_id, EOS);
+    assert_string_equal(meta.tokenizer, "external");
+    const char *const *paths = (const char *const *)shared.paths;
+    assert_ok(dsa_data_check_vocab(paths, shared.num_paths, VOCAB));
+    assert_ok(dsa_data_check_vocab(paths, shared.num_paths, VOCAB + 7));
+    char want[700];
+    snprintf(want, sizeof want, "%s: shard vocab_size %d (tokenizer external) exceeds the model's vocab_size %d",
+             shared.paths[0], VOCAB, VOCAB - 1);
+    assert_fails_with(dsa_data_check_vocab(paths, shared.num_paths, VOCAB - 1), DSA_ERR_RANGE, want);
+    const char *not_shard = test_path("not-a-shard.h5");
+    test_put_text(not_shard, "hello");
+    assert_fails_with(dsa_data_check_vocab(&not_shard, 1, VOCAB), DSA_ERR_FORMAT, "not-a-shard.h5: not an HDF5 file");
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     /* A window longer than the data. */
@@ -325,6 +347,7 @@ int main(void) {
         cmocka_unit_test(test_rank_split),        cmocka_unit_test(test_resume_equality),
         cmocka_unit_test(test_segment_ids),       cmocka_unit_test(test_cursor_mismatch),
         cmocka_unit_test(test_bad_input),         cmocka_unit_test(test_corrupt_chunk_in_prefetch),
+        cmocka_unit_test(test_check_vocab),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
     test_tmpdir_remove();

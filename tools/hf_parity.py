@@ -97,7 +97,7 @@ DeepSeek reference inference code, DeepSeek-V3 / V3.2-Exp inference/model.py):
      +1e-20 in the denominator (transformers and ours; none in the reference, a 1e-20
      relative difference), then times routed_scaling_factor.
  10. transformers 5 writes RoPE as "rope_parameters" and adds "qk_head_dim"; our
-     config reader maps both (core/config.c, prepare_hf_v5). A saved V2 config has no
+     config reader maps both (core/config_hf.c, prepare_hf_v5). A saved V2 config has no
      scoring_func/topk_method when they are the class defaults; a raw deepseek_v2
      config.json without scoring_func means softmax (the V2 rule), which our reader
      applies too.

@@ -1,6 +1,6 @@
 /* bench.c: `dsa bench`: benchmarks. `dsa bench loader` measures the streaming
  * loader against a plain read of the same tokens and against bare zstd decoding
- * (the measurement itself is dsa_bench_loader_run in data/inspect.c).
+ * (the measurement itself is dsa_bench_loader_run in data/bench_loader.c).
  *
  * The first word names the benchmark so later ones (kernels, steps) can join; each
  * prints a table and, with --record FILE, appends a markdown section to FILE

@@ -11,6 +11,7 @@
 #include "core/error.h"
 
 int cli_config(int argc, char **argv);  /* print a resolved configuration */
+int cli_plan(int argc, char **argv);    /* device plan: memory, FLOPs, communication, time per stage */
 int cli_pack(int argc, char **argv);    /* build token shards */
 int cli_inspect(int argc, char **argv); /* describe and verify shards */
 int cli_stream(int argc, char **argv);  /* run the streaming loader */

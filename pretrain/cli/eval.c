@@ -136,6 +136,12 @@ static DsaStatus source_open(Source *s, const EvalArgs *a, int64_t vocab) {
         return DSA_OK;
     }
     DSA_TRY(dsa_data_expand_paths(a->data, a->num_data, &s->paths, &s->num_paths));
+    DsaStatus st = dsa_data_check_vocab((const char *const *)s->paths, s->num_paths, (uint64_t)vocab);
+    if (st != DSA_OK) {
+        dsa_error_push(__FILE__, __LINE__, "--data does not fit the model of %s (vocab_size %lld)", a->checkpoint,
+                       (long long)vocab);
+        return st;
+    }
     DsaLoaderOptions lo = dsa_loader_options_default();
     lo.paths = (const char *const *)s->paths;
     lo.num_paths = s->num_paths;
@@ -143,7 +149,11 @@ static DsaStatus source_open(Source *s, const EvalArgs *a, int64_t vocab) {
     lo.seed = 0;
     lo.prefetch = 1;
     lo.vocab_size = (uint64_t)vocab;
-    return dsa_loader_open(&s->loader, &lo);
+    st = dsa_loader_open(&s->loader, &lo);
+    if (st == DSA_ERR_RANGE)
+        dsa_error_push(__FILE__, __LINE__, "--seq-len %lld: use a shorter window, or give more data",
+                       (long long)a->seq_len);
+    return st;
 }
 
 static int64_t source_windows(const Source *s, int64_t L) {
@@ -212,8 +222,6 @@ static DsaStatus run_eval(EvalArgs *a) {
         DSA_FAIL_GOTO(st, out, DSA_ERR_ARG, "--seq-len %lld exceeds the model's max_position_embeddings %lld",
                       (long long)a->seq_len, (long long)m.cfg.max_position_embeddings);
     st = source_open(&src, a, m.cfg.vocab_size);
-    if (st == DSA_ERR_RANGE)
-        dsa_error_push(__FILE__, __LINE__, "--seq-len %lld: use a shorter window, or give more data", (long long)L);
     if (st != DSA_OK) goto out;
     int64_t avail = source_windows(&src, a->seq_len);
     int64_t n = a->windows < avail ? a->windows : avail;

@@ -30,6 +30,7 @@ static const Subcommand subcommands[] = {
     {"export", cli_export, "write a DeepSeek-V3.2-layout Hugging Face checkpoint (bf16, FP8 or f32, sharded)"},
     {"eval", cli_eval, "held-out loss (dense and sparse), indexer KL and recall, task accuracy; --grads"},
     {"config", cli_config, "print or check a resolved configuration (HF config.json keys, --set overrides)"},
+    {"plan", cli_plan, "plan a run on GPUs: bytes per device, FLOPs, communication, time; searches layouts"},
     {"bench", cli_bench, "benchmarks: loader, training steps (tokens/s, GFLOP/s, memory), SGEMM, dense vs sparse"},
     {"info", cli_info, "show the build (CUDA compiled?) and the devices found"},
 };

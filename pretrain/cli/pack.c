@@ -26,7 +26,8 @@ static void usage(FILE *out) {
             "  text       each file is one document, byte-tokenized (bytes-v1: vocab 257, EOS 256)\n"
             "  jsonl      one JSON object per line: {\"text\": \"...\"} (byte-tokenized) or\n"
             "             {\"input_ids\": [..]} (pre-tokenized); one kind per run, blank lines skipped\n"
-            "  u16, u32   raw little-endian token ids; eos-id tokens separate documents\n"
+            "  u16, u32   raw little-endian token ids; eos-id tokens separate documents; INPUT - reads\n"
+            "             standard input (a pipe; tools/tokenize_pack.py feeds a tokenizer.json's ids so)\n"
             "  megatron   Megatron-LM indexed dataset: PREFIX, PREFIX.bin or PREFIX.idx (a directory:\n"
             "             every *.idx in it); one Megatron document = one document\n"
             "  synthetic  generated long-range recall tasks (synthetic-v1; no INPUT)\n\n"
@@ -60,6 +61,7 @@ static void usage(FILE *out) {
             "  dsa pack --format jsonl --vocab-size 129280 --eos-id 1 --out data/tok tokenized.jsonl\n"
             "  dsa pack --format u16 --vocab-size 50257 --eos-id 50256 --out data/owt train.bin\n"
             "  dsa pack --format u32 --vocab-size 129280 --eos-id 1 --tokenizer deepseek-v3 --out data/v3 ids.u32\n"
+            "  my_tokenizer | dsa pack --format u32 --vocab-size 129280 --eos-id 1 --tokenizer deepseek-v3 --out data/v3 -\n"
             "  dsa pack --format megatron --vocab-size 129280 --eos-id 1 --out data/mg corpus_text_document\n"
             "  dsa pack --format synthetic --task mixed --tokens 64Mi --doc-tokens 128Ki \\\n"
             "           --distances 256,4Ki,32Ki,128000 --seed 1 --out data/recall\n");

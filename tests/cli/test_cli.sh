@@ -8,7 +8,7 @@ expect_rc 0 "dsa --help exits 0" "$DSA" --help
 expect_output "dsa --help lists the commands" "pack.*" "$DSA" --help
 expect_rc 2 "dsa with no command exits 2" "$DSA"
 expect_output "unknown command suggests the closest" 'did you mean "pack"' "$DSA" pakc
-for sub in pack inspect stream config bench info; do
+for sub in pack inspect stream config plan bench info; do
   expect_output "dsa $sub --help prints usage" "usage: dsa $sub" "$DSA" $sub --help
 done
 expect_output "dsa info reports the CUDA backend" "cuda backend: (compiled|not compiled)" "$DSA" info
@@ -42,6 +42,19 @@ if [ -n "${PYENV:-}" ] && [ -x "$PYENV/bin/python" ]; then
 else
   skip "h5py cross-check" "no Python venv given (make test creates .venv with h5py and hdf5plugin)"
 fi
+
+# ---- pack u32 from standard input (the pipe tools/tokenize_pack.py writes into) ----------
+expect_rc 0 "pack u32 from standard input (-)" bash -c 'cat "$1" | "$2" pack --format u32 --vocab-size 1000 --eos-id 0 \
+  --chunk-tokens 1000 --out "$3" --quiet -' _ "$work/stream.u32" "$DSA" "$work/piped/part"
+"$DSA" stream --seq-len 100 --seed 3 "$work/raw" 2>&1 | grep '^epoch' > "$work/from-file.txt"
+"$DSA" stream --seq-len 100 --seed 3 "$work/piped" 2>&1 | grep '^epoch' > "$work/from-pipe.txt"
+if [ -s "$work/from-file.txt" ] && cmp -s "$work/from-file.txt" "$work/from-pipe.txt"; then
+  ok "... the same windows as the file packed directly"; else not_ok "... the same windows as the file packed directly"; fi
+expect_output "a stream cut inside a token is refused" "standard input: ends with 2 byte\(s\) after token 3, less than one u32 token" \
+  bash -c 'head -c 14 "$1" | "$2" pack --format u32 --vocab-size 1000 --eos-id 0 --out "$3" -' _ "$work/stream.u32" "$DSA" "$work/cut/part"
+if ls "$work/cut" 2> /dev/null | grep -q .; then not_ok "... and leaves no shard"; else ok "... and leaves no shard"; fi
+expect_output "- is only for raw token formats" 'input "-" \(standard input\) is only for --format u16 or u32' \
+  "$DSA" pack --format jsonl --out "$work/x/part" -
 
 # ---- stream: determinism, resume, rank split ----------------------------------------
 "$DSA" stream --seq-len 100 --windows 40 --seed 7 "$work/raw" > "$work/a.txt" 2>&1

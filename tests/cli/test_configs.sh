@@ -81,7 +81,7 @@ if python3 -c 'import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); 
   "$work/a.json" "$work/b.json"; then ok "a changed value resolves differently (the comparison is live)"
 else not_ok "a changed value resolves differently (the comparison is live)"; fi
 
-# transformers >= 5 spellings and the deepseek_v2 defaults (core/config.c prepare_hf_v5/_v2).
+# transformers >= 5 spellings and the deepseek_v2 defaults (core/config_hf.c prepare_hf_v5/_v2).
 cat > "$work/v5.json" <<'JSON'
 {"model_type": "deepseek_v2", "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "qk_head_dim": 192,
  "rope_parameters": {"rope_type": "default", "rope_theta": 50000.0}}

@@ -62,10 +62,10 @@ expect_output "eval --topk on a dense model points to dsa convert --add-indexer"
 
 # ---- configuration errors ---------------------------------------------------------------------
 expect_output "an error caused by --set names the override and the key to change" \
-  'config.c:[0-9]+: --set train.steps=2: stages.0.lr_warmup_steps = 20 exceeds stages.0.steps = 2 .*: lower optimizer.lr_warmup_steps or raise train.steps$' \
+  'config_validate\.c:[0-9]+: --set train.steps=2: stages.0.lr_warmup_steps = 20 exceeds stages.0.steps = 2 .*: lower optimizer.lr_warmup_steps or raise train.steps$' \
   "$DSA" train --config "$cfg" --set data.train=lm --set train.out_dir=x --set train.steps=2
 if "$DSA" train --config "$cfg" --set data.train=lm --set train.out_dir=x --set train.steps=2 2>&1 |
-  grep -q 'config.c:[0-9]*: [^ ]*tiny-dense.json: stages'; then not_ok "the error does not blame the config file"
+  grep -q 'config_validate\.c:[0-9]*: [^ ]*tiny-dense.json: stages'; then not_ok "the error does not blame the config file"
 else ok "the error does not blame the config file"; fi
 expect_output "optimizer.learning_rate points to optimizer.lr" 'did you mean optimizer.lr\?' \
   "$DSA" train --config "$cfg" --set optimizer.learning_rate=1e-3

@@ -1,0 +1,49 @@
+/* trainer_internal.h: the trainer's state, shared by trainer.c (the loop) and
+ * trainer_state.c (its checkpoints: save, resume, --init weights). Private to pretrain/. */
+#ifndef DSA_PRETRAIN_TRAINER_INTERNAL_H
+#define DSA_PRETRAIN_TRAINER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "data/loader.h"
+#include "pretrain/model.h"
+#include "pretrain/optim.h"
+#include "pretrain/trainer.h"
+
+typedef struct {
+    const DsaConfig *cfg;
+    const DsaTrainOptions *opts;
+    DsaModel model;
+    DsaOptimizer optim;
+    bool *trainable; /* (table.count) for the current stage */
+    int64_t step;    /* global optimizer steps done */
+    int64_t total_steps;
+    /* data */
+    char **paths;
+    int num_paths;
+    DsaLoader *loader;
+    int loader_stage; /* stage the loader was opened for, -1 none */
+    bool have_cursor; /* resume: seek the next loader of cursor_stage to cursor */
+    int cursor_stage;
+    DsaLoaderCursor cursor;
+    int32_t *inputs, *targets; /* (micro_batch · seq_len) */
+    int64_t io_tokens;         /* capacity of inputs/targets */
+    FILE *metrics;
+    double last_loss, last_lr;
+    int64_t tokens_seen;
+    char last_checkpoint[1024];
+} Trainer;
+
+/* Write step-N/ (weights, AdamW moments, config.json, run_config.json,
+ * trainer_state.json with the data cursor of `stage`) and switch `latest` to it. */
+DsaStatus trainer_save_checkpoint(Trainer *t, int stage);
+/* Restore weights, moments, step and data cursor from the checkpoint `dir`. */
+DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir);
+/* Weights only, from a checkpoint or an HF model directory, sharded or FP8 (--init). */
+DsaStatus trainer_load_init_weights(Trainer *t, const char *from);
+
+#endif
