@@ -353,13 +353,15 @@ static DsaStatus plan_comm(const PlanShape *s, const PlanParams *p, int64_t micr
 
 /* ---- a stage ------------------------------------------------------------------------------ */
 
-DsaStatus dsa_plan_stage_tokens(const DsaConfig *cfg, int s, int64_t *tokens) {
+DsaStatus dsa_plan_stage_tokens(const DsaConfig *cfg, int s, int64_t seq_len, int64_t *tokens) {
+    if (s < 0 || s >= cfg->num_stages) DSA_FAIL(DSA_ERR_ARG, "%s has no stage %d", cfg->source, s);
     const DsaStageConfig *st = &cfg->stages[s];
+    const int64_t L = seq_len > 0 ? seq_len : st->seq_len;
     bool of = false;
-    *tokens = M3(&of, st->steps, st->global_batch, st->seq_len);
+    *tokens = M3(&of, st->steps, st->global_batch, L);
     if (of)
         DSA_FAIL(DSA_ERR_CONFIG, "%s: stages.%d: steps %lld x global_batch %lld x seq_len %lld tokens overflows 64 bits",
-                 cfg->source, s, (long long)st->steps, (long long)st->global_batch, (long long)st->seq_len);
+                 cfg->source, s, (long long)st->steps, (long long)st->global_batch, (long long)L);
     return DSA_OK;
 }
 
@@ -379,8 +381,8 @@ static DsaStatus plan_fixed(const DsaConfig *cfg, int s, const DsaPlanLayout *la
     out->trained = p.trained;
     bool of = false;
     out->tokens_per_step = M(&of, st->global_batch, sh.L);
-    out->tokens = M(&of, st->steps, out->tokens_per_step);
-    if (of) DSA_FAIL(DSA_ERR_CONFIG, "%s: stage %d: the token count overflows 64 bits", cfg->source, s);
+    if (of) DSA_FAIL(DSA_ERR_CONFIG, "%s: stage %d: the tokens of a step overflow 64 bits", cfg->source, s);
+    DSA_TRY(dsa_plan_stage_tokens(cfg, s, sh.L, &out->tokens));
     DSA_TRY(dsa_plan_bytes(&sh, &p, &out->bytes));
     plan_flops(&sh, &p, st->global_batch, &out->flops);
     out->flops.per_device = out->flops.total / (double)out->gpus;

@@ -154,9 +154,9 @@ typedef struct {
     bool fits;                  /* bytes.total <= gpu_mem */
 } DsaPlanStage;
 
-/* Tokens of stage `s`: steps · global_batch · seq_len (DeepSeek-V3.2: 2,097,152,000 and
- * 943,718,400,000). DSA_ERR_CONFIG when it overflows. */
-DsaStatus dsa_plan_stage_tokens(const DsaConfig *cfg, int s, int64_t *tokens);
+/* Tokens of stage `s`: steps · global_batch · seq_len (seq_len 0: the stage's own;
+ * DeepSeek-V3.2: 2,097,152,000 and 943,718,400,000). DSA_ERR_CONFIG when it overflows. */
+DsaStatus dsa_plan_stage_tokens(const DsaConfig *cfg, int s, int64_t seq_len, int64_t *tokens);
 
 /* Plan stage `s` of the validated config `cfg` under `lay` (seq_len 0: the stage's own).
  * Refuses (DSA_ERR_ARG, naming the flag: --dp, --cp, --ep, --micro-batch, --zero, --seq)

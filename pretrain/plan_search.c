@@ -42,11 +42,13 @@ DsaStatus dsa_plan_search(const DsaConfig *cfg, int s, int64_t gpus, const DsaPl
     int64_t *divs = dsa_malloc(MAX_DIVISORS * sizeof *divs);
     if (!divs) DSA_FAIL(DSA_ERR_NOMEM, "the divisors of --gpus %lld", (long long)gpus);
     const int nd = divisors(gpus, divs);
-    size_t fit_cap = (size_t)nd * (size_t)nd;
+    const int64_t E = cfg->model.has_moe ? cfg->model.n_routed_experts : 1;
+    int n_ep = 0; /* the ep candidates: divisors of gpus that divide the experts */
+    for (int j = 0; j < nd; j++) n_ep += E % divs[j] == 0;
+    size_t fit_cap = (size_t)nd * (size_t)n_ep;
     DsaPlanStage *fit = dsa_malloc(fit_cap * sizeof *fit);
     DsaStatus st = DSA_OK;
-    if (!fit) DSA_FAIL_GOTO(st, done, DSA_ERR_NOMEM, "%d layouts of --gpus %lld", nd * nd, (long long)gpus);
-    const int64_t E = cfg->model.has_moe ? cfg->model.n_routed_experts : 1;
+    if (!fit) DSA_FAIL_GOTO(st, done, DSA_ERR_NOMEM, "%zu layouts of --gpus %lld", fit_cap, (long long)gpus);
     bool have_closest = false;
     for (int i = 0; i < nd; i++)     /* cp */
         for (int j = 0; j < nd; j++) { /* ep */

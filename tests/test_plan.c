@@ -231,10 +231,12 @@ static void test_v32_token_counts(void **state) {
     assert_ok(dsa_config_validate(cfg));
     assert_int_equal(cfg->num_stages, 2);
     int64_t t = 0;
-    assert_ok(dsa_plan_stage_tokens(cfg, 0, &t));
+    assert_ok(dsa_plan_stage_tokens(cfg, 0, 0, &t));
     assert_int_equal(t, 2097152000LL);
-    assert_ok(dsa_plan_stage_tokens(cfg, 1, &t));
+    assert_ok(dsa_plan_stage_tokens(cfg, 1, 0, &t));
     assert_int_equal(t, 943718400000LL);
+    assert_ok(dsa_plan_stage_tokens(cfg, 1, 4096, &t)); /* --seq 4096 */
+    assert_int_equal(t, 15000LL * 480 * 4096);
     /* the plan reports the same */
     DsaPlanLayout l = layout(16, 128, 64, 1, DSA_PLAN_RECOMPUTE_AUTO);
     DsaPlanStage p;
@@ -346,7 +348,7 @@ static void test_refusals(void **state) {
     cfg->stages[1].steps = (int64_t)1 << 40;
     cfg->stages[1].seq_len = (int64_t)1 << 20;
     int64_t t = 0;
-    assert_fails_with(dsa_plan_stage_tokens(cfg, 1, &t), DSA_ERR_CONFIG, "overflows 64 bits");
+    assert_fails_with(dsa_plan_stage_tokens(cfg, 1, 0, &t), DSA_ERR_CONFIG, "overflows 64 bits");
     /* a plan that does not fit stops the trainer with the table */
     DsaConfig *ok = small_config();
     DsaPlanHardware hw = HW;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/config.h"
 #include "core/mem.h"
 #include "core/strutil.h"
@@ -223,8 +224,7 @@ static DsaStatus plan_one(const PlanArgs *a, const DsaConfig *cfg, int s, const 
     memset(&closest, 0, sizeof closest);
     DsaStatus st = dsa_plan_search(cfg, s, a->gpus, base, hw, list, (int)a->top, &n_fit, &n_valid, &closest);
     int64_t tokens = 0;
-    if (st == DSA_OK) st = dsa_plan_stage_tokens(cfg, s, &tokens);
-    if (st == DSA_OK && a->seq) tokens = tokens / cfg->stages[s].seq_len * a->seq;
+    if (st == DSA_OK) st = dsa_plan_stage_tokens(cfg, s, a->seq, &tokens);
     if (st != DSA_OK) goto done;
     const int shown = n_fit < a->top ? n_fit : (int)a->top;
     if (js) {
@@ -337,10 +337,14 @@ static DsaStatus run_plan(PlanArgs *a) {
                           .micro_batch = a->micro_batch ? a->micro_batch : cfg->train.micro_batch, .seq_len = a->seq};
     if (fixed) {
         base.dp = a->dp ? a->dp : a->gpus ? a->gpus / base.cp : 1;
-        if (a->gpus && base.dp * base.cp != a->gpus)
+        int64_t devices = 0;
+        if (!dsa_mul_i64(base.dp, base.cp, &devices) || devices > INT32_MAX)
+            DSA_FAIL_GOTO(st, done, DSA_ERR_ARG, "--dp %lld x --cp %lld devices is out of range", (long long)base.dp,
+                          (long long)base.cp);
+        if (base.dp < 1 || (a->gpus && devices != a->gpus))
             DSA_FAIL_GOTO(st, done, DSA_ERR_ARG, "--dp %lld x --cp %lld = %lld devices, but --gpus %lld: gpus = dp x cp",
-                          (long long)base.dp, (long long)base.cp, (long long)(base.dp * base.cp), (long long)a->gpus);
-        a->gpus = base.dp * base.cp;
+                          (long long)base.dp, (long long)base.cp, (long long)devices, (long long)a->gpus);
+        a->gpus = devices;
     } else if (!a->gpus && !a->layer) {
         DSA_FAIL_GOTO(st, done, DSA_ERR_ARG, "give --gpus N (or a layout: --dp, --cp, --ep; see dsa plan --help)");
     }
