@@ -16,7 +16,7 @@ NAME being the run directory's name. Every metrics line is one event at its step
   stage/index                     0, 1, ... for the run's stages in order of appearance
   stage/sparse                    1 where the step used sparse attention, 0 for dense
   other/KEY, other/KEY/N          any other numeric field or list a line holds
-and a text entry "stage" ("sparse (attention sparse)") at the first step of each stage.
+and a text entry "stage" ("step 5: stage sparse (attention sparse)") where each stage starts.
 TensorBoard keeps scalars as float32, so values read back are the lines' rounded to float32.
 The wall time of an event is the time it was written (live in --follow); plot against step.
 
@@ -150,7 +150,13 @@ def split_lines(data):
 
 class EventDir:
     """LOGDIR/NAME: the one event file of a run, written anew by rebuild() and grown by append().
-    The framing (length, masked CRC-32C) and the protobufs are TensorBoard's own."""
+    The record framing (length, masked CRC-32C) and the Event/Summary protobufs are TensorBoard's
+    own (its RecordWriter, the one under torch.utils.tensorboard): one package writes, reads
+    back (the tests' EventAccumulator) and serves the files, without TensorFlow or torch. Its
+    EventFileWriter and tensorboardX's SummaryWriter are not used: both name the file
+    themselves and write from a background thread (the first reopens the path on each write,
+    the second's flush() does not wait for its queue), while this tool renames its file into
+    place and keeps appending to it."""
 
     def __init__(self, path):
         from tensorboard.compat.proto import event_pb2, summary_pb2
