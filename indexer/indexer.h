@@ -27,38 +27,7 @@
 
 #include "core/error.h"
 #include "kernels/backend.h"
-
-typedef struct {
-    int64_t batch, seq_len;   /* N = batch · seq_len tokens, sequences independent */
-    int64_t heads, head_dim;  /* H_I, d_I (a power of two) */
-    int64_t rope_dim;         /* d_r (even, <= d_I) */
-    int64_t q_in, x_in;       /* widths of cQ and x */
-    int64_t topk;             /* k */
-    bool fp8;                 /* FP8 round trip of q and k (off for gradient checks) */
-    float scale;              /* c = (H_I d_I)^-1/2 */
-    float eps;                /* k_norm LayerNorm epsilon (1e-6) */
-} DsaIndexerShape;
-
-/* Parameters (HF storage [out, in]); gradients alike, NULL where not wanted. */
-typedef struct {
-    const float *wq_b;         /* [H_I · d_I, q_in] */
-    const float *wk;           /* [d_I, x_in] */
-    const float *k_norm_weight, *k_norm_bias; /* [d_I] */
-    const float *weights_proj; /* [H_I, x_in] */
-} DsaIndexerWeights;
-
-typedef struct {
-    float *wq_b, *wk, *k_norm_weight, *k_norm_bias, *weights_proj;
-} DsaIndexerGrads;
-
-/* Saved forward state for N tokens (caller-owned buffers, see dsa_indexer_acts_floats). */
-typedef struct {
-    float *q;      /* [N, H_I, d_I] q̂: what the scores use (dequantized FP8 or plain) */
-    float *k;      /* [N, d_I] k̂ */
-    float *w;      /* [N, H_I] head weights */
-    float *k_norm; /* [N, d_I] (k̃ − μ) / σ before the affine part (LayerNorm backward) */
-    float *k_rstd; /* [N] 1 / σ */
-} DsaIndexerActs;
+#include "kernels/indexer_ops.h"
 
 /* Floats for DsaIndexerActs of N tokens, and a carve of one buffer of that size. */
 int64_t dsa_indexer_acts_floats(const DsaIndexerShape *s);
@@ -82,32 +51,6 @@ void dsa_indexer_score_tile(float *scores, float *relu_in, int64_t ld, const Dsa
  * (score descending, index ascending), then −1; scores[n, :] their scores (−∞ for
  * padding). Streams over key blocks; scratch is per thread, O(block · k). */
 DsaStatus dsa_indexer_topk(int32_t *idx, float *scores, const DsaIndexerActs *a, const DsaIndexerShape *s);
-
-/* Per-row results of a KL pass (§6.1); rows of all sequences, N entries each. */
-typedef struct {
-    double kl_sum;    /* Σ_t KL_t over the rows */
-    double mass_sum;  /* Σ_t M_t: dense attention mass inside S_t (recall), rows measured */
-    int64_t rows;     /* rows counted in kl_sum */
-    int64_t mass_rows; /* rows counted in mass_sum */
-    double selected_sum; /* Σ_t |S_t| (keys attended) */
-} DsaIndexerLoss;
-
-/* The main model's attention in MHA form (DSA-SPEC §4.1), for the dense target. */
-typedef struct {
-    const float *q, *k;   /* [N, H, dqk] each (rope part rotated) */
-    const float *lse;     /* [batch, H, seq_len] from the dense attention forward */
-    int64_t heads, qk_dim;
-    float scale;          /* τ */
-} DsaDenseTarget;
-
-/* The main model's attention in MQA form (DSA-SPEC §4.2), for the sparse target. */
-typedef struct {
-    const float *q;       /* [N, H, qk_dim] absorbed queries */
-    const float *kv;      /* [N, qk_dim] shared key rows */
-    const float *lse;     /* [batch, H, seq_len] from the sparse attention forward */
-    int64_t heads, qk_dim;
-    float scale;          /* τ */
-} DsaSparseTarget;
 
 /* Stage 1 (DSA-SPEC §6.2, §8.1): KL(p ‖ softmax(I)) over all causal keys per row, with
  * p the head-mean of the dense attention probabilities (recomputed tile-wise from q, k
@@ -147,5 +90,11 @@ void dsa_indexer_backward(const DsaIndexerGrads *g, float *dq, float *dk, const 
  * transpose (rotation by −φ) for the backward. cos/sin: [seq_len, rope_dim / 2]. */
 void dsa_rope_neox(float *x, const float *cos, const float *sin, int64_t n, int64_t seq_len, int64_t heads,
                    int64_t dim, int64_t rope_dim, bool inverse);
+
+/* The indexer's op table of the CPU reference backend (indexer/ops.c): the functions
+ * above. dsa_indexer_ops_get gives the table of the backend named `be->name` ("cpu";
+ * "cuda" where built): DSA_ERR_DEVICE when that backend has no indexer entries. */
+const DsaIndexerOps *dsa_indexer_ops_cpu(void);
+DsaStatus dsa_indexer_ops_get(const DsaBackend *be, const DsaIndexerOps **out);
 
 #endif

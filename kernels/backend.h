@@ -22,6 +22,7 @@
 #define DSA_KERNELS_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -56,6 +57,26 @@ typedef struct {
 
 typedef struct DsaBackend {
     const char *name; /* "cpu", "cuda" */
+
+    /* ---- memory (DESIGN.md "Backends": the device model) ----------------------------
+     * Every pointer an op below reads or writes is the backend's memory, obtained from
+     * `alloc`; the host touches it only through `upload` / `download` (CPU: host memory
+     * and memcpy). Ops run in issue order on one compute stream; `upload_async` copies on
+     * a second stream (the loader's next batch while a step runs) and `copy_order` makes
+     * later compute wait for it. `download` waits for all compute issued before it, so a
+     * scalar read back is final. Sizes are bytes. */
+    void *(*alloc)(size_t bytes);                        /* zero-filled; NULL when out of memory */
+    void (*release)(void *p, size_t bytes);              /* NULL is a no-op */
+    void (*upload)(void *dst, const void *src, size_t bytes);   /* host → device, synchronous */
+    void (*download)(void *dst, const void *src, size_t bytes); /* device → host, synchronous */
+    void (*copy)(void *dst, const void *src, size_t bytes);     /* device → device, in stream order */
+    void (*fill_zero)(void *p, size_t bytes);                   /* in stream order */
+    /* host → device on the copy stream; src must stay unchanged until copy_order returns */
+    void (*upload_async)(void *dst, const void *src, size_t bytes);
+    void (*copy_order)(void);   /* compute issued after this waits for every upload_async */
+    void (*synchronize)(void);  /* the host waits for everything issued */
+    /* Device bytes free and total (CPU: the process's view of host memory, 0 when unknown). */
+    void (*memory_info)(size_t *free_bytes, size_t *total_bytes);
 
     /* Linear layer with the HF storage W[out, in]: y[N, out] = x[N, in] · Wᵀ. */
     void (*linear_forward)(float *y, const float *x, const float *w, int64_t n, int64_t in,

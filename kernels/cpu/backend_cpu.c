@@ -14,6 +14,16 @@
 
 static const DsaBackend cpu_backend = {
     .name = "cpu",
+    .alloc = dsa_cpu_alloc,
+    .release = dsa_cpu_release,
+    .upload = dsa_cpu_copy,
+    .download = dsa_cpu_copy,
+    .copy = dsa_cpu_copy,
+    .fill_zero = dsa_cpu_fill_zero,
+    .upload_async = dsa_cpu_copy,
+    .copy_order = dsa_cpu_no_wait,
+    .synchronize = dsa_cpu_no_wait,
+    .memory_info = dsa_cpu_memory_info,
     .linear_forward = dsa_cpu_linear_forward,
     .linear_backward = dsa_cpu_linear_backward,
     .embedding_forward = dsa_cpu_embedding_forward,

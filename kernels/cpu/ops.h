@@ -11,6 +11,14 @@
 
 #include "kernels/backend.h"
 
+/* memory.c (upload, download and copy are all dsa_cpu_copy; the waits are no-ops) */
+void *dsa_cpu_alloc(size_t bytes);
+void dsa_cpu_release(void *p, size_t bytes);
+void dsa_cpu_copy(void *dst, const void *src, size_t bytes);
+void dsa_cpu_fill_zero(void *p, size_t bytes);
+void dsa_cpu_no_wait(void);
+void dsa_cpu_memory_info(size_t *free_bytes, size_t *total_bytes);
+
 /* linear.c */
 void dsa_cpu_linear_forward(float *y, const float *x, const float *w, int64_t n, int64_t in,
                             int64_t out);

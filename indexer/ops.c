@@ -1,0 +1,29 @@
+/* ops.c: the indexer's op table (kernels/indexer_ops.h) of the CPU reference backend, and
+ * the lookup of a backend's table by name: the registry of indexer entries (DESIGN.md,
+ * Backends). The CPU entries are the functions of indexer.h, unchanged.
+ */
+#include <string.h>
+
+#include "indexer/indexer.h"
+
+static const DsaIndexerOps cpu_indexer_ops = {
+    .name = "cpu",
+    .forward = dsa_indexer_forward,
+    .topk = dsa_indexer_topk,
+    .kl_dense = dsa_indexer_kl_dense,
+    .kl_sparse = dsa_indexer_kl_sparse,
+    .sparse_recall = dsa_indexer_sparse_recall,
+    .backward = dsa_indexer_backward,
+};
+
+const DsaIndexerOps *dsa_indexer_ops_cpu(void) { return &cpu_indexer_ops; }
+
+DsaStatus dsa_indexer_ops_get(const DsaBackend *be, const DsaIndexerOps **out) {
+    DSA_ASSERT(be && out);
+    *out = NULL;
+    if (!strcmp(be->name, "cpu")) {
+        *out = &cpu_indexer_ops;
+        return DSA_OK;
+    }
+    DSA_FAIL(DSA_ERR_DEVICE, "backend \"%s\" has no indexer entries", be->name);
+}
