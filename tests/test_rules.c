@@ -14,12 +14,16 @@
  *    so the kernels are held to the rules.
  *  - exp.h: dsa_vexpf in a vectorized loop equals its scalar calls bit for bit.
  *  - kl.h (§6.1): the guards at p = 0, π = 0 and the log target against fp64.
+ *  - index_score.h (§5.3): the rule gives dsa_indexer_score_tile's bits on every element
+ *    of whole tiles and offset tiles (odd sizes, several heads), causal mask included.
  *  - adamw.h: one step against a hand-computed fp64 value, many against fp64, and the CPU
  *    kernel against the rule element by element.
  */
 #include <float.h>
 
+#include "indexer/indexer.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/rules/index_score.h"
 #include "kernels/rules/adamw.h"
 #include "kernels/rules/bf16.h"
 #include "kernels/rules/exp.h"
@@ -502,6 +506,37 @@ static void test_adamw(void **state) {
     }
 }
 
+/* index_score.h against the CPU score tiles, element by element, bit for bit. */
+static void test_index_score_order(void **state) {
+    (void)state;
+    enum { B = 2, L = 37, HI = 3, DI = 32 };
+    DsaIndexerShape s = {.batch = B, .seq_len = L, .heads = HI, .head_dim = DI, .rope_dim = 8, .topk = 8,
+                         .scale = 1.0f / sqrtf((float)(HI * DI))};
+    static float q[B * L * HI * DI], k[B * L * DI], w[B * L * HI], tile[L * L];
+    for (size_t i = 0; i < sizeof q / sizeof *q; i++) q[i] = uniform(-1.0f, 1.0f);
+    for (size_t i = 0; i < sizeof k / sizeof *k; i++) k[i] = uniform(-1.0f, 1.0f);
+    for (size_t i = 0; i < sizeof w / sizeof *w; i++) w[i] = uniform(-0.5f, 1.0f);
+    DsaIndexerActs a = {.q = q, .k = k, .w = w};
+    const int64_t boxes[][4] = {{0, L, 0, L}, {5, 13, 3, 29}, {20, 17, 0, 21}};
+    int64_t checked = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (size_t bx = 0; bx < sizeof boxes / sizeof *boxes; bx++) {
+            const int64_t t0 = boxes[bx][0], nq = boxes[bx][1], s0 = boxes[bx][2], nk = boxes[bx][3];
+            dsa_indexer_score_tile(tile, NULL, L, &a, &s, b, t0, nq, s0, nk);
+            for (int64_t i = 0; i < nq; i++)
+                for (int64_t c = 0; c < nk; c++) {
+                    const int64_t t = t0 + i, key = s0 + c;
+                    float want = dsa_index_score(q + (b * L + t) * HI * DI, w + (b * L + t) * HI, k + (b * L + key) * DI,
+                                                 HI, DI, s.scale, t, key);
+                    if (!same_bits(tile[i * L + c], want))
+                        fail_msg("seq %lld row %lld key %lld: tile %.9g, rule %.9g", (long long)b, (long long)t,
+                                 (long long)key, tile[i * L + c], want);
+                    checked++;
+                }
+        }
+    assert_true(checked > 2000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp8_codes),          cmocka_unit_test(test_fp8_ties_and_saturation),
@@ -510,6 +545,7 @@ int main(void) {
         cmocka_unit_test(test_softmax_online),     cmocka_unit_test(test_softmax_attention_kernel),
         cmocka_unit_test(test_softmax_sparse_kernel), cmocka_unit_test(test_vexpf_lanes),
         cmocka_unit_test(test_kl_guards),          cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_index_score_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

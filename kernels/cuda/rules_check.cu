@@ -16,11 +16,12 @@
 #include "kernels/rules/exp.h"
 #include "kernels/rules/fp8.h"
 #include "kernels/rules/hd.h"
+#include "kernels/rules/index_score.h"
 #include "kernels/rules/kl.h"
 #include "kernels/rules/softmax.h"
 #include "kernels/rules/topk_order.h"
 
-enum { DSA_RULES_CHECK_OUTPUTS = 26 };
+enum { DSA_RULES_CHECK_OUTPUTS = 27 };
 
 /* Every rule on the input pair (x, y): out[0 .. DSA_RULES_CHECK_OUTPUTS). The arithmetic
  * that derives further inputs uses hd.h's dsa_rn_* too, so nvcc cannot contract it. */
@@ -54,6 +55,8 @@ static DSA_HD void rules_eval(float x, float y, float *out) {
     out[23] = dsa_rn_add((float)dsa_topk_slot_index(sel, 1, 1), dsa_topk_slot_score(sel, 2, 1));
     out[24] = dsa_float_of(dsa_topk_radix_key(x));
     out[25] = dsa_rn_add(dsa_rn_sqrt(ay), dsa_fma_rule(x, y, 1.0f));
+    const float q2[4] = {x, y, ay, ax}, k2[2] = {y, x}, w2[2] = {0.5f, ay};
+    out[26] = dsa_index_score(q2, w2, k2, 2, 2, 0.25f, 1, 0);
 }
 
 /* out[i · DSA_RULES_CHECK_OUTPUTS ...] for the pairs (x[i], y[i]), i < n: one thread each. */
