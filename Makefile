@@ -81,8 +81,15 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCCFLAGS := -O2 -std=c++17 -I. -arch=sm_90 --compiler-options -Wall,-Wextra,-ffp-contract=off$(if $(filter 1,$(WERROR)),$(comma)-Werror -Werror all-warnings)
 ifeq ($(CUDA),1)
   CFLAGS += -DDSA_HAVE_CUDA=1
-  LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
+# The CUDA twins of kernels/cpu/'s plain-C ops compute as the C build does, which never
+# fuses a*b + c (ISO C, -std=c11): their device code too is built without FMA contraction,
+# so each matches its twin's roundings (kernels/cuda/README.md). Multiply-adds that the
+# CPU does fuse are written as kernels/rules/hd.h's dsa_fma_rule, which this flag leaves
+# fused.
+CUDA_NOFMA := memory linear embedding rmsnorm rope elementwise cross_entropy adamw copy backend_cuda
+$(CUDA_NOFMA:%=$(BUILD)/obj/kernels/cuda/%.cu.o): NVCCFLAGS += -fmad=false
 
 LIB_DIRS := core data kernels kernels/cpu indexer pretrain pretrain/cli checkpoints
 LIB_SRCS := $(filter-out pretrain/cli/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
