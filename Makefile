@@ -88,7 +88,7 @@ endif
 # so each matches its twin's roundings (kernels/cuda/README.md). Multiply-adds that the
 # CPU does fuse are written as kernels/rules/hd.h's dsa_fma_rule, which this flag leaves
 # fused.
-CUDA_NOFMA := memory linear embedding rmsnorm rope elementwise cross_entropy adamw copy backend_cuda
+CUDA_NOFMA := embedding rmsnorm rope elementwise cross_entropy adamw copy
 $(CUDA_NOFMA:%=$(BUILD)/obj/kernels/cuda/%.cu.o): NVCCFLAGS += -fmad=false
 
 LIB_DIRS := core data kernels kernels/cpu indexer pretrain pretrain/cli checkpoints
@@ -100,7 +100,7 @@ TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
-HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules tests,$(wildcard $(d)/*.h))
+HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules kernels/cuda tests,$(wildcard $(d)/*.h))
 
 .PHONY: all deps test asan demo bench bench-tokenize clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
         install uninstall
@@ -123,7 +123,7 @@ $(BUILD)/obj/%.o: %.c $(HEADERS)
 $(BUILD)/obj/kernels/cpu/%.o: CFLAGS += -O3 -funroll-loops -fno-trapping-math
 $(BUILD)/obj/indexer/%.o: CFLAGS += -O3 -funroll-loops -fno-trapping-math
 
-$(BUILD)/obj/%.cu.o: %.cu $(HEADERS)
+$(BUILD)/obj/%.cu.o: %.cu $(HEADERS) $(wildcard kernels/cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
