@@ -40,10 +40,12 @@ static DsaBackend make_table(void) {
     t.rope_backward = dsa_cuda_rope_backward;
     t.swiglu_forward = dsa_cuda_swiglu_forward;
     t.swiglu_backward = dsa_cuda_swiglu_backward;
-    /* MERGE: attention_forward / attention_backward / attention_scratch_floats
-     * (attention.cu) and sparse_attention_forward / sparse_attention_backward /
-     * sparse_attention_scratch_bytes (sparse_attention.cu) are written on other branches;
-     * they stay NULL here until the lead wires them in. */
+    t.attention_forward = dsa_cuda_attention_forward;
+    t.attention_backward = dsa_cuda_attention_backward;
+    t.attention_scratch_floats = dsa_cuda_attention_scratch_floats;
+    t.sparse_attention_forward = dsa_cuda_sparse_attention_forward;
+    t.sparse_attention_backward = dsa_cuda_sparse_attention_backward;
+    t.sparse_attention_scratch_bytes = dsa_cuda_sparse_attention_scratch_bytes;
     t.cross_entropy_forward = dsa_cuda_cross_entropy_forward;
     t.cross_entropy_backward = dsa_cuda_cross_entropy_backward;
     t.adamw_step = dsa_cuda_adamw_step;

@@ -76,8 +76,21 @@ void dsa_cuda_cross_entropy_backward(float *dlogits, const float *logits, const 
 void dsa_cuda_adamw_step(float *param, const float *grad, float *m, float *v, int64_t count,
                          const DsaAdamWParams *p);
 
-/* The attention, sparse attention and indexer entries are declared with their files
- * (attention.cu, sparse_attention.cu, indexer_*.cu). */
+/* ---- attention (kernels/cuda/attention.cu, sparse_attention.cu) ----
+ * The DsaBackend fields attention_* and sparse_attention_* (kernels/backend.h), on device
+ * memory, on the compute stream; no float atomics in any gradient (same bits run to run). */
+void dsa_cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                                const DsaAttnShape *shape);
+void dsa_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                 const float *lse, const float *q, const float *k, const float *v,
+                                 const DsaAttnShape *shape, float *scratch);
+int64_t dsa_cuda_attention_scratch_floats(const DsaAttnShape *shape);
+void dsa_cuda_sparse_attention_forward(float *out, float *lse, const float *q, const float *kv, const int32_t *idx,
+                                       const DsaSparseAttnShape *shape);
+void dsa_cuda_sparse_attention_backward(float *dq, float *dkv, const float *dout, const float *out, const float *lse,
+                                        const float *q, const float *kv, const int32_t *idx,
+                                        const DsaSparseAttnShape *shape, void *scratch);
+int64_t dsa_cuda_sparse_attention_scratch_bytes(const DsaSparseAttnShape *shape);
 
 #ifdef __cplusplus
 }
