@@ -2,6 +2,7 @@
  * DSA-SPEC §5, §7) against the CPU reference entries, and the host logic of the CUDA top-k.
  *
  * Always run, GPU or not (they cannot skip):
+ *  - the registry: a backend named "cuda" gets the CUDA table where built, an error elsewhere;
  *  - the selection order as one 64-bit key (kernels/rules/topk_order.h dsa_topk_order_key)
  *    against dsa_topk_worse on ±0, ±inf, subnormals, FLT_MAX and equal scores, and its inverse;
  *  - the CUDA top-k algorithm (kernels/cuda/topk_select.h: plan, threshold, radix descent,
@@ -170,6 +171,25 @@ static void test_topk_plan(void **state) {
     assert_true(dsa_cuda_pow2_at_least(37) == 64 && dsa_cuda_pow2_at_least(q.keep) <= q.capacity); /* the sort fits */
     assert_false(dsa_cuda_topk_must_cut(&q, q.capacity - q.tile));
     assert_true(dsa_cuda_topk_must_cut(&q, q.capacity - q.tile + 1));
+}
+
+/* The registry (indexer/ops.c) hands a backend named "cuda" the CUDA table where built. */
+static void test_registry(void **state) {
+    (void)state;
+    DsaBackend named_cuda = *dsa_backend_cpu();
+    named_cuda.name = "cuda";
+    const DsaIndexerOps *ops = NULL;
+#ifdef DSA_HAVE_CUDA
+    assert_ok(dsa_indexer_ops_get(&named_cuda, &ops));
+    assert_string_equal(ops->name, "cuda");
+    assert_true(ops == dsa_indexer_ops_cuda());
+    assert_true(ops->forward == dsa_cuda_indexer_forward && ops->topk == dsa_cuda_indexer_topk &&
+                ops->backward == dsa_cuda_indexer_backward);
+#else
+    assert_fails_with(dsa_indexer_ops_get(&named_cuda, &ops), DSA_ERR_DEVICE, "has no indexer entries");
+#endif
+    assert_ok(dsa_indexer_ops_get(dsa_backend_cpu(), &ops));
+    assert_true(ops == dsa_indexer_ops_cpu());
 }
 
 /* ---------------------------------------------------------------- on a CUDA device */
@@ -430,6 +450,7 @@ static void test_cuda_backward(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_key),          cmocka_unit_test(test_topk_plan),
+        cmocka_unit_test(test_registry),
         cmocka_unit_test(test_topk_algorithm_on_host), cmocka_unit_test(test_cuda_fp8),
         cmocka_unit_test(test_cuda_forward_exact), cmocka_unit_test(test_cuda_forward_random),
         cmocka_unit_test(test_cuda_topk),          cmocka_unit_test(test_cuda_backward),
