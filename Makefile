@@ -100,7 +100,7 @@ TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
-HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules kernels/cuda tests,$(wildcard $(d)/*.h))
+HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules kernels/cuda tests,$(wildcard $(d)/*.h)) $(wildcard kernels/cuda/*.cuh)
 
 .PHONY: all deps test asan demo bench bench-tokenize clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
         install uninstall
