@@ -116,7 +116,7 @@ $(BUILD)/obj/%.o: %.c $(HEADERS)
 $(BUILD)/obj/kernels/cpu/%.o: CFLAGS += -O3 -funroll-loops -fno-trapping-math
 $(BUILD)/obj/indexer/%.o: CFLAGS += -O3 -funroll-loops -fno-trapping-math
 
-$(BUILD)/obj/%.cu.o: %.cu $(HEADERS)
+$(BUILD)/obj/%.cu.o: %.cu $(HEADERS) $(wildcard kernels/cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
