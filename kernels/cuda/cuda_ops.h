@@ -99,6 +99,11 @@ void dsa_cuda_indexer_forward(DsaIndexerActs *a, const float *x, const float *cq
                               const DsaIndexerShape *s, const float *rope_cos, const float *rope_sin,
                               const DsaBackend *be);
 DsaStatus dsa_cuda_indexer_topk(int32_t *idx, float *scores, const DsaIndexerActs *a, const DsaIndexerShape *s);
+
+/* ---- the indexer's KL losses (kernels/cuda/indexer_kl.cu, indexer_kl_sparse.cu) ---------
+ * DsaIndexerOps.kl_dense, .kl_sparse and .sparse_recall: the contracts of the CPU's
+ * dsa_indexer_kl_dense, dsa_indexer_kl_sparse and dsa_indexer_sparse_recall (indexer/indexer.h)
+ * on device memory; `out` is a host struct. Scratch comes from the backend workspace. */
 DsaStatus dsa_cuda_indexer_kl_dense(DsaIndexerLoss *out, float *dq, float *dk, float *dw, const DsaIndexerActs *a,
                                     const DsaIndexerShape *s, const DsaDenseTarget *target, const int32_t *idx,
                                     const float *idx_scores, float grad_scale);

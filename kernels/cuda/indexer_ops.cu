@@ -14,12 +14,9 @@ static const DsaIndexerOps cuda_indexer_ops = {
     "cuda",                   /* name */
     dsa_cuda_indexer_forward, /* forward */
     dsa_cuda_indexer_topk,    /* topk */
-    /* NOTE: kl_dense, kl_sparse and sparse_recall are dsa_cuda_indexer_kl_dense,
-     * dsa_cuda_indexer_kl_sparse and dsa_cuda_indexer_sparse_recall (kernels/cuda/indexer_kl*.cu),
-     * written on another branch: they are set where the branches merge. */
-    NULL,                     /* kl_dense */
-    NULL,                     /* kl_sparse */
-    NULL,                     /* sparse_recall */
+    dsa_cuda_indexer_kl_dense,      /* kl_dense */
+    dsa_cuda_indexer_kl_sparse,     /* kl_sparse */
+    dsa_cuda_indexer_sparse_recall, /* sparse_recall */
     dsa_cuda_indexer_backward, /* backward */
 };
 
