@@ -32,6 +32,9 @@ import sys
 import time
 
 OPS = ["indexer_topk", "dense_fwd", "dense_bwd", "kl_dense", "sparse_fwd", "sparse_bwd", "kl_sparse"]
+# A stage's attention-block step as the sum of its parts (as `dsa bench gpu` prints it).
+STEPS = {"warmup_step": ["indexer_topk", "dense_fwd", "kl_dense"],
+         "sparse_step": ["indexer_topk", "sparse_fwd", "sparse_bwd", "kl_sparse"]}
 
 
 def read_jsonl(path):
@@ -47,11 +50,21 @@ def read_jsonl(path):
 
 def ratio(dsa_path, torch_path):
     d, t = read_jsonl(dsa_path), read_jsonl(torch_path)
+    for rows in (d, t):  # dsa prints its step rows; the torch run's are summed here alike
+        for L in sorted({k[0] for k in rows}):
+            for step, parts in STEPS.items():
+                if (L, step) in rows:
+                    continue
+                got = [rows.get((L, p)) for p in parts]
+                ok = all(r is not None and r["status"] == "ok" for r in got)
+                rows[(L, step)] = {"status": "ok" if ok else "skipped", "ms": sum(r["ms"] for r in got) if ok else 0.0,
+                                   "flops": sum(r.get("flops", 0.0) for r in got) if ok else 0.0}
     print("| seq_len | op | dsa ms | dsa TFLOPS | torch ms | torch TFLOPS | dsa speed-up |")
     print("|---:|---|---:|---:|---:|---:|---:|")
-    for key in sorted(d, key=lambda k: (k[0], OPS.index(k[1]) if k[1] in OPS else 99)):
+    order = OPS + list(STEPS)
+    for key in sorted(d, key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 99)):
         a, b = d[key], t.get(key)
-        if key[1] not in OPS:
+        if key[1] not in order:
             continue
         ok_a, ok_b = a["status"] == "ok", b is not None and b["status"] == "ok"
         fl = a.get("flops", 0.0)
