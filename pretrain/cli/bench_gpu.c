@@ -66,10 +66,7 @@ enum { PATTERN_FLOATS = 1 << 22 };
 static void *dev_alloc(Bench *b, size_t bytes, DsaStatus *st, const char *what) {
     if (*st != DSA_OK) return NULL;
     void *p = b->be->alloc(bytes);
-    if (!p) {
-        *st = DSA_ERR_NOMEM;
-        dsa_error_push(__FILE__, __LINE__, "device allocation of %s (%.2f GiB) failed", what, bytes / 1073741824.0);
-    }
+    if (!p) *st = dsa_error_set(DSA_ERR_NOMEM, __FILE__, __LINE__, "%s (%.2f GiB)", what, bytes / 1073741824.0);
     return p;
 }
 
@@ -182,6 +179,18 @@ static void skip_all(OpResult *r, int from, int to, const char *why) {
     for (int i = from; i < to; i++) snprintf(r[i].note, sizeof r[i].note, "%s", why);
 }
 
+/* A device allocation that failed skips the ops of its phase, not the run. */
+static bool out_of_memory(DsaStatus *st, OpResult *r, int from, int to) {
+    if (*st != DSA_ERR_NOMEM) return false;
+    char why[160];
+    snprintf(why, sizeof why, "device allocation failed: %s", dsa_error_message());
+    why[strcspn(why, "\n")] = '\0';
+    skip_all(r, from, to, why);
+    dsa_error_clear();
+    *st = DSA_OK;
+    return true;
+}
+
 static DsaStatus bench_length(Bench *b, int64_t L, OpResult r[OP_COUNT]) {
     const DsaModelConfig *m = b->m;
     const int64_t H = m->num_attention_heads, dqk = m->qk_nope_head_dim + m->qk_rope_head_dim, dv = m->v_head_dim;
@@ -210,7 +219,7 @@ static DsaStatus bench_length(Bench *b, int64_t L, OpResult r[OP_COUNT]) {
     float *gq = dev_alloc(b, n * HI * dI * F, &st, "indexer dq");
     float *gk = dev_alloc(b, n * dI * F, &st, "indexer dk");
     float *gw = dev_alloc(b, n * HI * F, &st, "indexer dw");
-    if (st != DSA_OK) goto out_indexer;
+    if (out_of_memory(&st, r, 0, OP_COUNT) || st != DSA_OK) goto out_indexer;
     dev_fill(b, acts.q, n * HI * dI, 0.5f, 1);
     dev_fill(b, acts.k, n * dI, 0.5f, 2);
     dev_fill(b, acts.w, n * HI, 1.0f, 3);
@@ -234,25 +243,26 @@ static DsaStatus bench_length(Bench *b, int64_t L, OpResult r[OP_COUNT]) {
         float *q = dev_alloc(b, n * H * dqk * F, &st, "dense q"), *kk = dev_alloc(b, n * H * dqk * F, &st, "dense k");
         float *v = dev_alloc(b, n * H * dv * F, &st, "dense v"), *o = dev_alloc(b, n * H * dv * F, &st, "dense out");
         float *lse = dev_alloc(b, n * H * F, &st, "dense lse");
-        if (st == DSA_OK) {
+        bool dense_ok = !out_of_memory(&st, r, OP_DENSE_FWD, OP_KL_DENSE + 1);
+        if (dense_ok) {
             dev_fill(b, q, n * H * dqk, 1.0f, 4), dev_fill(b, kk, n * H * dqk, 1.0f, 5), dev_fill(b, v, n * H * dv, 1.0f, 6);
             c = (Call){.b = b, .op = OP_DENSE_FWD, .shape = &ds, .a = {o, lse, q, kk, v}};
             st = time_op(&c, fl[OP_DENSE_FWD], &r[OP_DENSE_FWD]);
             if (strcmp(r[OP_DENSE_FWD].status, "ok") && st == DSA_OK) st = call_once(&c); /* lse for the KL */
         }
-        if (st == DSA_OK) {
+        if (st == DSA_OK && dense_ok) {
             size_t scr = (size_t)b->be->attention_scratch_floats(&ds) * F;
             float *dq = dev_alloc(b, n * H * dqk * F, &st, "dense dq"), *dk = dev_alloc(b, n * H * dqk * F, &st, "dense dk");
             float *dvv = dev_alloc(b, n * H * dv * F, &st, "dense dv");
             float *s = dev_alloc(b, scr ? scr : F, &st, "attention scratch");
-            if (st == DSA_OK) {
+            if (!out_of_memory(&st, r, OP_DENSE_BWD, OP_DENSE_BWD + 1)) {
                 c = (Call){.b = b, .op = OP_DENSE_BWD, .shape = &ds, .a = {dq, dk, dvv, o, o, lse, q, kk, v, s}};
                 st = time_op(&c, fl[OP_DENSE_BWD], &r[OP_DENSE_BWD]);
             }
             dev_free(b, dq, n * H * dqk * F), dev_free(b, dk, n * H * dqk * F), dev_free(b, dvv, n * H * dv * F);
             dev_free(b, s, scr ? scr : F);
         }
-        if (st == DSA_OK) {
+        if (st == DSA_OK && dense_ok) {
             DsaDenseTarget tg = {.q = q, .k = kk, .lse = lse, .heads = H, .qk_dim = dqk, .scale = ds.scale};
             c = (Call){.b = b, .op = OP_KL_DENSE, .acts = &acts, .ishape = &is, .target = &tg, .a = {gq, gk, gw, idx, isc}};
             st = time_op(&c, fl[OP_KL_DENSE], &r[OP_KL_DENSE]);
@@ -276,22 +286,23 @@ static DsaStatus bench_length(Bench *b, int64_t L, OpResult r[OP_COUNT]) {
     }
     float *q = dev_alloc(b, n * H * dm * F, &st, "sparse q"), *kv = dev_alloc(b, n * dm * F, &st, "latent kv");
     float *o = dev_alloc(b, n * H * dc * F, &st, "sparse out"), *lse = dev_alloc(b, n * H * F, &st, "sparse lse");
-    if (st == DSA_OK) {
+    bool sparse_ok = !out_of_memory(&st, r, OP_SPARSE_FWD, OP_KL_SPARSE + 1);
+    if (sparse_ok) {
         dev_fill(b, q, n * H * dm, 1.0f, 7), dev_fill(b, kv, n * dm, 1.0f, 8);
         c = (Call){.b = b, .op = OP_SPARSE_FWD, .shape = &ss, .a = {o, lse, q, kv, idx}};
         st = time_op(&c, fl[OP_SPARSE_FWD], &r[OP_SPARSE_FWD]);
         if (strcmp(r[OP_SPARSE_FWD].status, "ok") && st == DSA_OK) st = call_once(&c);
     }
-    if (st == DSA_OK) {
+    if (st == DSA_OK && sparse_ok) {
         float *dq = dev_alloc(b, n * H * dm * F, &st, "sparse dq"), *dkv = dev_alloc(b, n * dm * F, &st, "latent dkv");
         void *s = dev_alloc(b, scr ? scr : F, &st, "sparse attention scratch");
-        if (st == DSA_OK) {
+        if (!out_of_memory(&st, r, OP_SPARSE_BWD, OP_SPARSE_BWD + 1)) {
             c = (Call){.b = b, .op = OP_SPARSE_BWD, .shape = &ss, .a = {dq, dkv, o, o, lse, q, kv, idx, s}};
             st = time_op(&c, fl[OP_SPARSE_BWD], &r[OP_SPARSE_BWD]);
         }
         dev_free(b, dq, n * H * dm * F), dev_free(b, dkv, n * dm * F), dev_free(b, s, scr ? scr : F);
     }
-    if (st == DSA_OK) {
+    if (st == DSA_OK && sparse_ok) {
         DsaSparseTarget tg = {.q = q, .kv = kv, .lse = lse, .heads = H, .qk_dim = dm, .scale = ss.scale};
         c = (Call){.b = b, .op = OP_KL_SPARSE, .acts = &acts, .ishape = &is, .target = &tg, .a = {gq, gk, gw, idx, isc}};
         st = time_op(&c, fl[OP_KL_SPARSE], &r[OP_KL_SPARSE]);
@@ -311,12 +322,12 @@ static double tflops(const OpResult *r) { return r->ms > 0 ? r->flops / (r->ms /
 static void print_row(const Bench *b, int64_t L, const char *op, const OpResult *r) {
     if (b->json) {
         printf("{\"bench\":\"gpu\",\"impl\":\"dsa\",\"seq_len\":%lld,\"op\":\"%s\",\"status\":\"%s\",\"ms\":%.4f,"
-               "\"flops\":%.6g,\"tflops\":%.3f,\"note\":\"%s\"}\n",
+               "\"flops\":%.15g,\"tflops\":%.6g,\"note\":\"%s\"}\n",
                (long long)L, op, r->status, r->ms, r->flops, tflops(r), r->note);
     } else if (!strcmp(r->status, "ok")) {
-        printf("%-8lld %-13s %12.3f %12.2f %9.1f  %s\n", (long long)L, op, r->ms, r->flops / 1e12, tflops(r), r->note);
+        printf("%-8lld %-13s %12.3f %12.4g %9.4g  %s\n", (long long)L, op, r->ms, r->flops / 1e12, tflops(r), r->note);
     } else {
-        printf("%-8lld %-13s %12s %12.2f %9s  skipped: %s\n", (long long)L, op, "-", r->flops / 1e12, "-", r->note);
+        printf("%-8lld %-13s %12s %12.4g %9s  skipped: %s\n", (long long)L, op, "-", r->flops / 1e12, "-", r->note);
     }
 }
 
@@ -341,7 +352,7 @@ static void print_step(const Bench *b, int64_t L, const char *name, const OpResu
 static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa bench gpu [--seq-len LIST] [--reps N] [--ops LIST] [--budget S] [--config FILE]\n"
-            "                     [--seed N] [--json]\n\n"
+            "                     [--seed N] [--device NAME] [--json]\n\n"
             "Times the attention-block ops of one layer of the config's shapes (default the\n"
             "DeepSeek-V3.2 layer: 128 heads, kv_lora 512, rope 64, indexer 64 x 128, top-2048) on\n"
             "the CUDA backend, one sequence per length, on device memory through the backend\n"
@@ -360,6 +371,8 @@ static void usage(FILE *out) {
             "                  from its rate at the previous length, does not fit is skipped, saying so\n"
             "  --config FILE   the shapes (default configs/deepseek-v3.2.json)\n"
             "  --seed N        input values (default 1)\n"
+            "  --device NAME   the backend (default cuda; cpu runs the same calls on the CPU reference,\n"
+            "                  with small --config shapes: a check of the benchmark, not of a GPU)\n"
             "  --json          one JSON object per op and length instead of the table\n\n"
             "example:\n  dsa bench gpu --seq-len 8Ki,32Ki --reps 5 --json > bench-gpu.jsonl\n");
 }
@@ -383,12 +396,17 @@ static DsaStatus parse_ops(const char *text, bool *want) {
     return DSA_OK;
 }
 
-static DsaStatus run(Bench *b, const char *path, const int64_t *L, int nL) {
+static DsaStatus run(Bench *b, const char *device, const char *path, const int64_t *L, int nL) {
     DsaCudaInfo info;
     dsa_device_cuda_query(&info);
-    if (!info.compiled) DSA_FAIL(DSA_ERR_DEVICE, "needs the CUDA backend: %s", info.why_unavailable);
-    if (info.device_count < 1) DSA_FAIL(DSA_ERR_DEVICE, "needs a CUDA device: none is usable (%s)", info.why_unavailable);
-    DSA_TRY(dsa_backend_get("cuda", &b->be));
+    if (!strcmp(device, "cuda")) {
+        if (!info.compiled) DSA_FAIL(DSA_ERR_DEVICE, "needs the CUDA backend: %s", info.why_unavailable);
+        if (info.device_count < 1) DSA_FAIL(DSA_ERR_DEVICE, "needs a CUDA device: none is usable (%s)", info.why_unavailable);
+    } else {
+        snprintf(info.name, sizeof info.name, "%s backend (not a GPU: a check of the benchmark itself)", device);
+        info.total_memory = 0, info.cc_major = info.cc_minor = 0;
+    }
+    DSA_TRY(dsa_backend_get(device, &b->be));
     DSA_TRY(dsa_indexer_ops_get(b->be, &b->iops));
     DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
     if (!cfg) DSA_FAIL(DSA_ERR_NOMEM, "config");
@@ -401,8 +419,11 @@ static DsaStatus run(Bench *b, const char *path, const int64_t *L, int nL) {
     if (!b->pattern) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "host pattern buffer");
     for (size_t i = 0; i < PATTERN_FLOATS; i++)
         b->pattern[i] = (float)((double)dsa_rng_u32_at(b->seed, 0, i) / 4294967296.0 * 2.0 - 1.0);
-    fprintf(stderr, "dsa bench gpu: %s, %.1f GiB, sm_%d%d; %s; reps %d, budget %.0f s\n", info.name,
-            (double)info.total_memory / 1073741824.0, info.cc_major, info.cc_minor, path, b->reps, b->budget_s);
+    if (!strcmp(device, "cuda"))
+        fprintf(stderr, "dsa bench gpu: %s, %.1f GiB, sm_%d%d; %s; reps %d, budget %.0f s\n", info.name,
+                (double)info.total_memory / 1073741824.0, info.cc_major, info.cc_minor, path, b->reps, b->budget_s);
+    else
+        fprintf(stderr, "dsa bench gpu: %s; %s; reps %d, budget %.0f s\n", info.name, path, b->reps, b->budget_s);
     if (!b->json)
         printf("%-8s %-13s %12s %12s %9s  %s\n", "seq_len", "op", "ms", "TFLOP", "TFLOPS", "note");
     b->t_start = dsa_time_now();
@@ -429,9 +450,10 @@ int cli_bench_gpu(int argc, char **argv) {
         {"seq-len", required_argument, 0, 'L'}, {"reps", required_argument, 0, 'n'},
         {"ops", required_argument, 0, 'o'},     {"budget", required_argument, 0, 'B'},
         {"config", required_argument, 0, 'c'},  {"seed", required_argument, 0, 's'},
-        {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"json", no_argument, 0, 'j'},          {"device", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
+    const char *device = "cuda";
     Bench b = {.reps = 3, .budget_s = 300, .seed = 1};
     for (int i = 0; i < OP_COUNT; i++) b.want[i] = true;
     const char *lens = "8Ki,32Ki,128Ki", *path = "configs/deepseek-v3.2.json";
@@ -456,6 +478,7 @@ int cli_bench_gpu(int argc, char **argv) {
         case 'c': path = optarg; break;
         case 's': st = dsa_parse_count(optarg, &v, "--seed"); b.seed = (uint64_t)v; break;
         case 'j': b.json = 1; break;
+        case 'd': device = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -479,5 +502,5 @@ int cli_bench_gpu(int argc, char **argv) {
             fprintf(stderr, "dsa bench gpu: --seq-len %lld is out of range (2 to %d)\n", (long long)L[i], INT32_MAX / 2);
             return 2;
         }
-    return cli_report("bench gpu", run(&b, path, L, nL));
+    return cli_report("bench gpu", run(&b, device, path, L, nL));
 }
