@@ -9,6 +9,7 @@
 #                   present and skip, saying so, otherwise)
 #   memcheck/<name> compute-sanitizer --tool memcheck over each tests/test_cuda_* binary
 #   train-cpu-fp32  the CPU reference: configs/tiny-dsa.json, both stages, 20 steps each
+#                   (128-token windows, 4 per step)
 #   parity-fp32     the same on the GPU (train.precision=fp32); every step's loss and
 #                   indexer_loss within 1e-5 relative of the CPU's (metrics.jsonl)
 #   parity-bf16     the same in bf16, within 2e-2 relative (DSA-SPEC §9's bf16 tolerance)
@@ -21,7 +22,8 @@
 #                   plain PyTorch; gpu-check.md gets the table of both and the speed-up
 # A part that cannot run here (no GPU, no compute-sanitizer, a build without a feature) is
 # skipped with the reason, never passed. Writes OUTDIR/gpu-check.json, OUTDIR/gpu-check.md
-# and each part's log under OUTDIR/logs; ends with one line
+# (failed parts with the tails of their logs), the benchmark's JSON lines and
+# OUTDIR/gpu-check-logs.tar.gz (every part's log); ends with one line
 #   gpu-check: N passed, N failed, N skipped
 # and exits 1 when any part failed. The whole run is sized for 8 minutes on an H200
 # (--time-scale multiplies every limit and --steps N trains N steps per stage instead of 20,
@@ -45,15 +47,21 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$out" ] || { usage >&2; exit 2; }
-mkdir -p "$out/logs" || { echo "gpu-check: cannot create $out" >&2; exit 2; }
+mkdir -p "$out" || { echo "gpu-check: cannot create $out" >&2; exit 2; }
 out=$(cd "$out" && pwd)
+# Logs and training runs go to a scratch directory; OUTDIR gets a handful of files (the
+# device tool brings back at most 8): gpu-check.json, gpu-check.md (with the log tails of
+# failed parts), bench-gpu.jsonl, bench-torch.jsonl and gpu-check-logs.tar.gz.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-XXXXXX") || { echo "gpu-check: no scratch directory" >&2; exit 2; }
+logs=$scratch/logs
+mkdir -p "$logs"
 dsa=$here/bin/dsa
 cd "$here" || exit 2
 t_start=$(date +%s)
 
 want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 # A part's time limit: its own (seconds on an H200) times --time-scale, capped by what is left
-# of the whole run's 470 s (8 minutes, less the summary). The parts' own limits add up to 455.
+# of the whole run's 470 s (8 minutes, less the summary). The parts' own limits add up to 450.
 limit() {
   local own left
   own=$(awk -v s="$1" -v x="$scale" 'BEGIN { printf "%d", s * x + 0.5 }')
@@ -90,6 +98,17 @@ if ldd "$dsa" 2>&1 | grep -q "not found"; then
   done
   export LD_LIBRARY_PATH
 fi
+# The driver's libcuda.so.1 (the static libcudart opens it), where the loader's cache lacks it.
+if ! ldconfig -p 2> /dev/null | grep -q 'libcuda\.so\.1 '; then
+  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib64 /usr/local/cuda/compat; do
+    [ -e "$d/libcuda.so.1" ] && LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d
+  done
+  export LD_LIBRARY_PATH
+fi
+# The toolkit's tools (compute-sanitizer, cuobjdump) where the machine has them off PATH.
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/*/compute-sanitizer; do
+  [ -d "$d" ] && [[ ":$PATH:" != *":$d:"* ]] && PATH=$PATH:$d
+done
 missing=$(ldd "$dsa" 2>&1 | awk '/not found/ {print $1}' | tr '\n' ' ')
 info=$("$dsa" info 2>&1); info_rc=$?
 gpu_count=$(sed -n 's/^cuda devices: \([0-9][0-9]*\) .*/\1/p' <<< "$info")
@@ -117,9 +136,9 @@ if want test; then
   if ! command -v cuobjdump > /dev/null; then record "device-code" skipped 0 "cuobjdump is not on PATH"
   else
     t0=$(now)
-    { cuobjdump --list-elf "$dsa"; cuobjdump --list-ptx "$dsa"; } > "$out/logs/device-code.log" 2>&1
+    { cuobjdump --list-elf "$dsa"; cuobjdump --list-ptx "$dsa"; } > "$logs/device-code.log" 2>&1
     arch=$(sed -n 's/^host code: .*device code: \(sm_[0-9]*\).*/\1/p' BUNDLE.txt); arch=${arch:-sm_90}
-    if grep -q "$arch" "$out/logs/device-code.log" && grep -qiE "ptx" "$out/logs/device-code.log"; then
+    if grep -q "$arch" "$logs/device-code.log" && grep -qiE "ptx" "$logs/device-code.log"; then
       record "device-code" passed "$(since "$t0")" "bin/dsa holds $arch machine code and PTX (logs/device-code.log)"
     else record "device-code" failed "$(since "$t0")" "no $arch machine code or no PTX in bin/dsa (logs/device-code.log)"; fi
   fi
@@ -141,10 +160,10 @@ tap_result() { # log rc -> "result|detail"
   else echo "passed|$p passed$skipped"; fi
 }
 if want test; then
-  part_budget=$(limit 120); part_t0=$(date +%s)
+  part_budget=$(limit 110); part_t0=$(date +%s)
   for t in tests/test_*; do
     [ -x "$t" ] || continue
-    name=$(basename "$t"); log=$out/logs/$name.log
+    name=$(basename "$t"); log=$logs/$name.log
     left=$((part_budget - ($(date +%s) - part_t0)))
     if [ "$left" -le 5 ]; then record "test/$name" failed 0 "not run: the tests' $part_budget s were spent"; continue; fi
     t0=$(now)
@@ -162,9 +181,9 @@ if want memcheck; then
   elif [ -n "$no_gpu" ]; then record "memcheck" skipped 0 "$no_gpu"
   elif ! command -v compute-sanitizer > /dev/null; then record "memcheck" skipped 0 "compute-sanitizer is not on PATH"
   else
-    part_budget=$(limit 60); part_t0=$(date +%s)
+    part_budget=$(limit 55); part_t0=$(date +%s)
     for t in "${cuda_tests[@]}"; do
-      name=$(basename "$t"); log=$out/logs/memcheck-$name.log
+      name=$(basename "$t"); log=$logs/memcheck-$name.log
       left=$((part_budget - ($(date +%s) - part_t0)))
       if [ "$left" -le 5 ]; then record "memcheck/$name" failed 0 "not run: memcheck's $part_budget s were spent"; continue; fi
       t0=$(now)
@@ -179,15 +198,18 @@ if want memcheck; then
 fi
 
 # ---- training: CPU reference, GPU parity, resume -------------------------------------------------
-data=$out/work/data
+data=$scratch/work/data
 total_steps=$((2 * steps))
-train_common=(--config configs/tiny-dsa.json --set "data.train=[\"$data\"]" --set "stages.0.steps=$steps"
+# The tiny DSA model and both its stages as configured, on 128-token windows, 4 a step (2 per
+# micro-batch): the CPU reference must fit its time limit on the GPU host's unknown CPU.
+train_common=(--config configs/tiny-dsa.json --set "data.train=[\"$data\"]" --set data.seq_len=128
+  --set train.global_batch=4 --set train.micro_batch=2 --set "stages.0.steps=$steps"
   --set "stages.1.steps=$steps" --set "stages.1.lr_warmup_steps=$((steps / 2))" --set train.checkpoint_every=0 --quiet)
 make_data() {
   [ -e "$data/syn.manifest.json" ] && return 0
   mkdir -p "$data"
   "$dsa" pack --format synthetic --tokens 256Ki --doc-tokens 1Ki --distances 16,48 --vocab-size 512 --seed 2 \
-    --out "$data/syn" --quiet > "$out/logs/pack.log" 2>&1
+    --out "$data/syn" --quiet > "$logs/pack.log" 2>&1
 }
 # The value of KEY on every line of a metrics.jsonl, one a line.
 metric() { sed -n "s/.*\"$2\":\\([-0-9.eE+naif]*\\).*/\\1/p" "$1"; }
@@ -204,9 +226,9 @@ compare_runs() {
           else printf "ok|max rel %.3g over %d steps", worst, n }'
 }
 # A precision the build accepts? (`dsa config` refuses an unknown key or value by name.)
-precision_ok() { "$dsa" config --config configs/tiny-dsa.json --set "train.precision=$1" > "$out/logs/precision-$1.log" 2>&1; }
+precision_ok() { "$dsa" config --config configs/tiny-dsa.json --set "train.precision=$1" > "$logs/precision-$1.log" 2>&1; }
 train_run() { # name limit log args...
-  local dir=$out/work/$1 lim=$2 log=$3; shift 3
+  local dir=$scratch/work/$1 lim=$2 log=$3; shift 3
   rm -rf "$dir"
   run_limited "$lim" "$log" "$dsa" train "${train_common[@]}" --set "train.out_dir=$dir" "$@"
 }
@@ -216,10 +238,10 @@ if want train || want parity-fp32 || want parity-bf16; then
   if ! make_data; then record "train-cpu-fp32" failed "$(since "$t0")" "dsa pack of the synthetic data failed (logs/pack.log)"
   else
     prec=(); precision_ok fp32 && prec=(--set train.precision=fp32)
-    train_run cpu-fp32 "$(limit 40)" "$out/logs/train-cpu-fp32.log" --set train.device=cpu "${prec[@]}"
+    train_run cpu-fp32 "$(limit 60)" "$logs/train-cpu-fp32.log" --set train.device=cpu "${prec[@]}"
     rc=$?
-    if [ "$rc" -eq 0 ] && [ "$(metric "$out/work/cpu-fp32/metrics.jsonl" loss | wc -l)" -eq "$total_steps" ]; then
-      cpu_ref=$out/work/cpu-fp32/metrics.jsonl
+    if [ "$rc" -eq 0 ] && [ "$(metric "$scratch/work/cpu-fp32/metrics.jsonl" loss | wc -l)" -eq "$total_steps" ]; then
+      cpu_ref=$scratch/work/cpu-fp32/metrics.jsonl
       note="train.precision=fp32"; [ ${#prec[@]} -gt 0 ] || note="no train.precision key in this build: fp32 is the CPU's only mode"
       record "train-cpu-fp32" passed "$(since "$t0")" "$total_steps steps, last loss $(metric "$cpu_ref" loss | tail -1) ($note)"
     else
@@ -231,11 +253,11 @@ parity() { # precision limit loss_rtol kl_rtol
   local p=$1 name=parity-$1 t0
   t0=$(now)
   if [ -n "$no_gpu" ]; then record "$name" skipped 0 "$no_gpu"; return; fi
-  if ! precision_ok "$p"; then record "$name" skipped 0 "not built: train.precision=$p is refused ($(tail -1 "$out/logs/precision-$p.log"))"; return; fi
+  if ! precision_ok "$p"; then record "$name" skipped 0 "not built: train.precision=$p is refused ($(tail -1 "$logs/precision-$p.log"))"; return; fi
   if [ -z "$cpu_ref" ]; then record "$name" failed 0 "no CPU reference run to compare with"; return; fi
-  train_run "cuda-$p" "$2" "$out/logs/train-cuda-$p.log" --set train.device=cuda --set "train.precision=$p"
-  local rc=$? m="$out/work/cuda-$p/metrics.jsonl"
-  if [ "$rc" -ne 0 ]; then record "$name" failed "$(since "$t0")" "dsa train --device cuda exited $rc (logs/train-cuda-$p.log: $(tail -1 "$out/logs/train-cuda-$p.log"))"; return; fi
+  train_run "cuda-$p" "$2" "$logs/train-cuda-$p.log" --set train.device=cuda --set "train.precision=$p"
+  local rc=$? m="$scratch/work/cuda-$p/metrics.jsonl"
+  if [ "$rc" -ne 0 ]; then record "$name" failed "$(since "$t0")" "dsa train --device cuda exited $rc (logs/train-cuda-$p.log: $(tail -1 "$logs/train-cuda-$p.log"))"; return; fi
   local a b
   a=$(compare_runs "$m" "$cpu_ref" loss "$3"); b=$(compare_runs "$m" "$cpu_ref" indexer_loss "$4")
   if [ "${a%%|*}" = ok ] && [ "${b%%|*}" = ok ]; then
@@ -252,11 +274,11 @@ if want resume; then
   elif ! make_data; then record "resume" failed "$(since "$t0")" "dsa pack of the synthetic data failed"
   else
     lim=$(( $(limit 45) / 3 ))   # three runs share the part's 45 s
-    train_run resume-straight "$lim" "$out/logs/resume-straight.log" --set train.device=cuda; r1=$?
-    train_run resume-split "$lim" "$out/logs/resume-split.log" --set train.device=cuda --stop-at "$steps"; r2=$?
-    run_limited "$lim" "$out/logs/resume-resumed.log" "$dsa" train "${train_common[@]}" --set train.device=cuda \
-      --set "train.out_dir=$out/work/resume-split" --resume; r3=$?
-    a=$out/work/resume-straight/$(printf 'step-%08d' "$total_steps") b=$out/work/resume-split/$(printf 'step-%08d' "$total_steps")
+    train_run resume-straight "$lim" "$logs/resume-straight.log" --set train.device=cuda; r1=$?
+    train_run resume-split "$lim" "$logs/resume-split.log" --set train.device=cuda --stop-at "$steps"; r2=$?
+    run_limited "$lim" "$logs/resume-resumed.log" "$dsa" train "${train_common[@]}" --set train.device=cuda \
+      --set "train.out_dir=$scratch/work/resume-split" --resume; r3=$?
+    a=$scratch/work/resume-straight/$(printf 'step-%08d' "$total_steps") b=$scratch/work/resume-split/$(printf 'step-%08d' "$total_steps")
     if [ "$r1$r2$r3" != 000 ]; then record "resume" failed "$(since "$t0")" "exits: straight $r1, first half $r2, resumed $r3 (logs/resume-*.log)"
     elif cmp -s "$a/model.safetensors" "$b/model.safetensors" && cmp -s "$a/optimizer.safetensors" "$b/optimizer.safetensors"; then
       record "resume" passed "$(since "$t0")" "$total_steps steps = $steps + resume $steps: model and optimizer state byte-identical"
@@ -273,25 +295,37 @@ if want bench; then
   if ! "$dsa" bench gpu --help > /dev/null 2>&1; then record "bench-gpu" skipped 0 "this build has no dsa bench gpu"
   elif [ -n "$no_gpu" ]; then record "bench-gpu" skipped 0 "$no_gpu"
   else
-    lim=$(limit 75)
-    timeout -k 10 "$lim" "$dsa" bench gpu --json --budget $((lim > 30 ? lim - 15 : (lim + 1) / 2)) > "$out/bench-gpu.jsonl" 2> "$out/logs/bench-gpu.log"; rc=$?
+    lim=$(limit 70)
+    timeout -k 10 "$lim" "$dsa" bench gpu --json --budget $((lim > 30 ? lim - 15 : (lim + 1) / 2)) > "$out/bench-gpu.jsonl" 2> "$logs/bench-gpu.log"; rc=$?
     ran=$(grep -c '"status":"ok"' "$out/bench-gpu.jsonl")
     if [ "$rc" -eq 0 ] && [ "$ran" -gt 0 ]; then record "bench-gpu" passed "$(since "$t0")" "$ran op timings in bench-gpu.jsonl (the rest skipped by its budget or memory: see the file)"
-    else record "bench-gpu" failed "$(since "$t0")" "exit $rc, $ran timings (logs/bench-gpu.log: $(tail -1 "$out/logs/bench-gpu.log"))"; fi
+    else record "bench-gpu" failed "$(since "$t0")" "exit $rc, $ran timings (logs/bench-gpu.log: $(tail -1 "$logs/bench-gpu.log"))"; fi
   fi
   t0=$(now)
-  if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)' > "$out/logs/bench-torch.log" 2>&1; then
-    record "bench-torch" skipped 0 "no PyTorch with a CUDA device ($(tail -1 "$out/logs/bench-torch.log" 2> /dev/null | cut -c1-120))"
+  if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)' > "$logs/bench-torch.log" 2>&1; then
+    record "bench-torch" skipped 0 "no PyTorch with a CUDA device ($(tail -1 "$logs/bench-torch.log" 2> /dev/null | cut -c1-120))"
   else
-    lim=$(limit 50)
-    run_limited "$lim" "$out/logs/bench-torch.log" python3 tools/bench_gpu_torch.py --budget $((lim > 20 ? lim - 10 : (lim + 1) / 2)) --json "$out/bench-torch.jsonl"; rc=$?
+    lim=$(limit 45)
+    run_limited "$lim" "$logs/bench-torch.log" python3 tools/bench_gpu_torch.py --budget $((lim > 20 ? lim - 10 : (lim + 1) / 2)) --json "$out/bench-torch.jsonl"; rc=$?
     if [ "$rc" -eq 0 ] && [ -s "$out/bench-torch.jsonl" ]; then record "bench-torch" passed "$(since "$t0")" "$(grep -c '"status": "ok"' "$out/bench-torch.jsonl") op timings in bench-torch.jsonl"
-    else record "bench-torch" failed "$(since "$t0")" "exit $rc (logs/bench-torch.log: $(tail -1 "$out/logs/bench-torch.log"))"; fi
+    else record "bench-torch" failed "$(since "$t0")" "exit $rc (logs/bench-torch.log: $(tail -1 "$logs/bench-torch.log"))"; fi
   fi
   if [ -s "$out/bench-gpu.jsonl" ] && [ -s "$out/bench-torch.jsonl" ]; then
-    bench_rows=$(python3 tools/bench_gpu_torch.py --ratio "$out/bench-gpu.jsonl" "$out/bench-torch.jsonl" 2> "$out/logs/bench-ratio.log")
+    bench_rows=$(python3 tools/bench_gpu_torch.py --ratio "$out/bench-gpu.jsonl" "$out/bench-torch.jsonl" 2> "$logs/bench-ratio.log")
   fi
 fi
+
+# The logs a part wrote (for the tails of failed parts in gpu-check.md).
+log_of() {
+  case $1 in
+    test/*) echo "$logs/${1#test/}.log" ;;
+    memcheck/*) echo "$logs/memcheck-${1#memcheck/}.log" ;;
+    parity-*) echo "$logs/train-cuda-${1#parity-}.log" ;;
+    resume) echo "$logs/resume-straight.log $logs/resume-split.log $logs/resume-resumed.log" ;;
+    train-cpu-fp32) echo "$logs/pack.log $logs/train-cpu-fp32.log" ;;
+    *) echo "$logs/$1.log" ;;
+  esac
+}
 
 # ---- summary --------------------------------------------------------------------------------------
 total=$(( $(date +%s) - t_start ))
@@ -320,7 +354,18 @@ json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\t'/ }; printf '"%
   echo "|---|---|---:|---|"
   for i in "${!names[@]}"; do echo "| ${names[$i]} | ${results[$i]} | ${walls[$i]} | ${details[$i]//|/\\|} |"; done
   if [ -n "$bench_rows" ]; then echo; echo "## dsa bench gpu vs PyTorch"; echo; echo "$bench_rows"; fi
+  for i in "${!names[@]}"; do
+    [ "${results[$i]}" = failed ] || continue
+    for f in $(log_of "${names[$i]}"); do
+      [ -s "$f" ] || continue
+      printf '\n## %s: last 40 lines of logs/%s\n\n```text\n' "${names[$i]}" "$(basename "$f")"
+      tail -n 40 "$f" | cut -c1-300
+      printf '```\n'
+    done
+  done
 } > "$out/gpu-check.md.tmp" && mv "$out/gpu-check.md.tmp" "$out/gpu-check.md"
-echo "gpu-check: wrote $out/gpu-check.json and $out/gpu-check.md (${total} s)"
+tar -czf "$out/gpu-check-logs.tar.gz" -C "$scratch" logs 2> /dev/null
+[ -n "${GPU_CHECK_KEEP:-}" ] && echo "gpu-check: logs and runs kept in $scratch" || rm -rf "$scratch"
+echo "gpu-check: wrote $out/gpu-check.json, gpu-check.md and gpu-check-logs.tar.gz (${total} s)"
 echo "gpu-check: $n_pass passed, $n_fail failed, $n_skip skipped"
 [ "$n_fail" -eq 0 ]

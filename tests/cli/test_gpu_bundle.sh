@@ -86,7 +86,7 @@ make_root() { # dir
   mkdir -p "$r/usr/bin" "$r/usr/lib" "$r/usr/lib64" "$r/tmp" "$r/dev" "$r/proc" "$r/out" && chmod 1777 "$r/tmp"
   ln -s usr/bin "$r/bin"; ln -s usr/lib "$r/lib"; ln -s usr/lib64 "$r/lib64"
   for t in bash sh env timeout date mkdir dirname basename cat rm mv cp ls grep sed awk tr wc head tail cut paste cmp nproc \
-           sort stat du uname sleep mktemp ldd; do
+           sort stat du uname sleep mktemp ldd tar gzip; do
     p=$(command -v "$t") || continue
     cp -L "$p" "$r/usr/bin/$t"
     for l in $(ldd "$p" 2> /dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do copy_lib "$r" "$l"; done
@@ -144,6 +144,10 @@ assert d["commit"] and d["device"] == "none", d["device"]
   ok "gpu-check.json: per-part results and wall times, the commit, device none"
 else cp "$work/json.txt" "$last_out"; not_ok "gpu-check.json is complete"; fi
 expect_output "gpu-check.md has the table of parts" '^\| test/test_core \| passed \|' cat "$outdir/gpu-check.md"
+if tar -tzf "$outdir/gpu-check-logs.tar.gz" 2> /dev/null | grep -q '^logs/test_core.log$'; then ok "every part's log is in gpu-check-logs.tar.gz"
+else not_ok "gpu-check-logs.tar.gz holds the parts' logs"; fi
+n_out=$(find "$outdir" -type f | wc -l)
+if [ "$n_out" -le 8 ]; then ok "OUTDIR holds $n_out files (the device tool brings back 8)"; else find "$outdir" > "$last_out"; not_ok "OUTDIR holds $n_out files"; fi
 
 # ---- the PyTorch side of the benchmark, on the CPU (the GPU machine runs it on the GPU) ----------
 torch_py=${TORCH_PY:-$root/.venv-torch/bin/python}
