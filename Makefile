@@ -15,8 +15,9 @@
 #   make gpu-bundle  build-gpu/: dsa, every test binary and gpu-check, self-contained for a
 #                   bare GPU machine (tools/gpu_bundle.sh), and build-gpu.tar.xz, the archive
 #                   that travels (at most 48 MiB; the target fails when over)
-#   make gpu-bundle-check  the bundle run here under env -i with only its own libraries
-#                   (tests/cli/test_gpu_bundle.sh; gpu-check's GPU parts skip); .ci/run runs it
+#   make gpu-bundle-check  the bundle run here as on a bare machine: env -i, only its own
+#                   libraries, in a fake root where chroot is allowed (tests/cli/test_gpu_bundle.sh;
+#                   gpu-check's GPU parts skip, never pass); .ci/run runs it
 #   make clean
 #
 # Knobs: CUDA=0 (skip nvcc even when found), CUDA_ARCH=90 (sm_N device code plus compute_N
