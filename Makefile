@@ -12,9 +12,16 @@
 #   make bench      benchmarks, results appended to bench/RESULTS.md
 #   make install    PREFIX/bin/dsa and the HDF5 zstd plugin in PREFIX/lib/hdf5/plugin
 #                   (PREFIX=/usr/local by default; DESTDIR= for staged installs)
+#   make gpu-bundle  build-gpu/: dsa, every test binary and gpu-check, self-contained for a
+#                   bare GPU machine (tools/gpu_bundle.sh), and build-gpu.tar.xz, the archive
+#                   that travels (at most 48 MiB; the target fails when over)
+#   make gpu-bundle-check  the bundle run here as on a bare machine: env -i, only its own
+#                   libraries, in a fake root where chroot is allowed (tests/cli/test_gpu_bundle.sh;
+#                   gpu-check's GPU parts skip, never pass); .ci/run runs it
 #   make clean
 #
-# Knobs: CUDA=0 (skip nvcc even when found), WERROR=0 (warnings not fatal), BUILD=dir,
+# Knobs: CUDA=0 (skip nvcc even when found), CUDA_ARCH=90 (sm_N device code plus compute_N
+# PTX, which newer GPUs compile at load), WERROR=0 (warnings not fatal), BUILD=dir,
 # FUZZ_SECONDS=N (make fuzz: seconds per harness, default 30), PREFIX=dir (make install).
 
 BUILD   ?= build
@@ -33,6 +40,22 @@ PKGS      := hdf5 libzstd libcjson zlib
 OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/x86_64-linux-gnu/openblas-openmp
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(OPENBLAS_DIR) -lopenblas -Wl,-rpath,$(OPENBLAS_DIR)
+PLUGIN_LIBS = $(PKG_LIBS)
+# BUNDLE=1 (make gpu-bundle sets it): the link of build-gpu/ (tools/gpu_bundle.sh), for a
+# machine that has none of these libraries. HDF5 (without its ROS3 driver, so no curl or
+# OpenSSL), szip, zstd and zlib are linked statically; OpenBLAS (36.5 MB: linked statically
+# it would be in every binary) and cJSON, cmocka and the OpenMP and Fortran runtimes (no
+# static archives on Debian) are copied into build-gpu/lib, found through the rpath
+# $ORIGIN/../lib (binaries sit in build-gpu/bin and build-gpu/tests; DT_RPATH, so that
+# OpenBLAS's own dependencies are found there too); libcudart is linked statically.
+ifeq ($(BUNDLE),1)
+PKG_LIBS := $(shell pkg-config --libs-only-L hdf5 2>/dev/null) -Wl,-Bstatic -lhdf5 -lsz -laec -lzstd -lz -Wl,-Bdynamic \
+            -lcjson -L$(OPENBLAS_DIR) -lopenblas -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/../lib'
+# The plugin is loaded into a process that brings its own HDF5; Debian's libzstd.a is not
+# position-independent, so the plugin (in build-gpu/lib/hdf5-plugin) takes lib/libzstd.so.1.
+PLUGIN_LIBS := -lzstd -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/..'
+CUDART := -lcudart_static -ldl -lrt
+endif
 
 # Vector ISA for our own loops (OpenBLAS picks its kernels at run time): AVX-512
 # (x86-64-v4) or AVX2 + FMA (x86-64-v3) where the build machine has them, else the
@@ -78,10 +101,15 @@ endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 # nvcc's own warnings are errors too (-Werror all-warnings), not only the host compiler's;
 # host code is never FMA-contracted (kernels/rules/hd.h: the scalar rules' bits).
-NVCCFLAGS := -O2 -std=c++17 -I. -arch=sm_90 --compiler-options -Wall,-Wextra,-ffp-contract=off$(if $(filter 1,$(WERROR)),$(comma)-Werror -Werror all-warnings)
+# CUDA_ARCH: machine code for sm_$(CUDA_ARCH) (Hopper: H100/H200/H800) and its PTX, which the
+# driver compiles at load time on newer GPUs (B200); cuobjdump --list-elf/--list-ptx show both.
+CUDA_ARCH ?= 90
+NVCC_GENCODE := -gencode arch=compute_$(CUDA_ARCH),code=sm_$(CUDA_ARCH) -gencode arch=compute_$(CUDA_ARCH),code=compute_$(CUDA_ARCH)
+CUDART ?= -lcudart
+NVCCFLAGS := -O2 -std=c++17 -I. $(NVCC_GENCODE) --compiler-options -Wall,-Wextra,-ffp-contract=off$(if $(filter 1,$(WERROR)),$(comma)-Werror -Werror all-warnings)
 ifeq ($(CUDA),1)
   CFLAGS += -DDSA_HAVE_CUDA=1
-  LDLIBS += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas $(CUDART) -lstdc++
 endif
 # The CUDA twins of kernels/cpu/'s plain-C ops compute as the C build does, which never
 # fuses a*b + c (ISO C, -std=c11): their device code too is built without FMA contraction,
@@ -103,7 +131,7 @@ FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
 HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules kernels/cuda tests,$(wildcard $(d)/*.h)) $(wildcard kernels/cuda/*.cuh)
 
 .PHONY: all deps test asan demo bench bench-tokenize clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
-        install uninstall
+        install uninstall gpu-bundle gpu-bundle-check
 all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 
 check-tools:
@@ -141,7 +169,7 @@ $(BUILD)/dsa: $(BUILD)/obj/pretrain/cli/main.o $(BUILD)/libdsa.a
 # empty DATA block and exits 0.
 $(PLUGIN): data/h5z_zstd_plugin.c data/h5z_zstd.c data/h5z_zstd.h
 	@mkdir -p $(dir $@)
-	$(CC) $(PLUGIN_CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PKG_LIBS)
+	$(CC) $(PLUGIN_CFLAGS) -fPIC -shared data/h5z_zstd_plugin.c data/h5z_zstd.c -o $@ $(PLUGIN_LIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsa.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
@@ -241,5 +269,26 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/dsa $(DESTDIR)$(PREFIX)/lib/hdf5/plugin/libdsa_h5zstd.so
 
+# The GPU check in one call (README "GPU check"): a bundle built here, without a GPU, for a
+# bare x86-64 GPU machine. Host code for x86-64-v3 (AVX2 + FMA): the GPU host's processor is
+# unknown, and v4 (AVX-512) would stop with an illegal instruction on hosts without it
+# (AMD Zen 3 servers, say); every x86-64 server CPU of the last ten years has v3.
+GPU_BUNDLE      ?= build-gpu
+GPU_BUNDLE_OBJ  ?= build-gpu-obj
+GPU_BUNDLE_ARCH ?= -march=x86-64-v3
+GPU_BUNDLE_MAX_MIB ?= 48
+gpu-bundle: deps
+	@test -n "$(NVCC)" || { echo "gpu-bundle: nvcc not found (the bundle carries the CUDA backend); put the CUDA Toolkit's bin on PATH"; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=$(GPU_BUNDLE_OBJ) BUNDLE=1 CUDA=1 CUDA_ARCH=$(CUDA_ARCH) ARCH="$(GPU_BUNDLE_ARCH)" tests-build
+	@tools/gpu_bundle.sh $(GPU_BUNDLE_OBJ) $(GPU_BUNDLE) $(GPU_BUNDLE_MAX_MIB) "$(GPU_BUNDLE_ARCH)" sm_$(CUDA_ARCH)
+
+# Ends with a countable "tests:" line, as make test does (.ci/run sums them).
+gpu-bundle-check: gpu-bundle
+	@log=$$(mktemp); GPU_BUNDLE=$(GPU_BUNDLE) DSA=$(GPU_BUNDLE)/bin/dsa bash tests/cli/test_gpu_bundle.sh > $$log 2>&1; rc=$$?; cat $$log; \
+	  p=$$(grep -cE '^ok ' $$log); s=$$(grep -cE '^ok .*# SKIP' $$log); f=$$(grep -cE '^not ok' $$log); rm -f $$log; \
+	  [ $$rc -eq 0 ] || [ $$f -gt 0 ] || f=1; \
+	  echo "tests: $$((p - s)) passed, $$f failed, $$s skipped"; [ $$f -eq 0 ]
+
 clean:
-	rm -rf build build-asan build-fuzz build.config.txt build-asan.config.txt build-fuzz.config.txt
+	rm -rf build build-asan build-fuzz build.config.txt build-asan.config.txt build-fuzz.config.txt \
+	  $(GPU_BUNDLE) $(GPU_BUNDLE_OBJ) $(GPU_BUNDLE).tar.xz $(GPU_BUNDLE_OBJ).config.txt

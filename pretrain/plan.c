@@ -271,38 +271,69 @@ DsaStatus dsa_plan_shape(const DsaConfig *cfg, int s, const DsaPlanLayout *lay, 
 
 /* ---- FLOPs (DSA-SPEC §8.4) -------------------------------------------------------------- */
 
-/* Per layer and sequence, the attention core forward: dense MHA over all causal pairs,
- * or the sparse MQA form over the top-k pairs (QK over d_c + d_r, PV over d_c). */
-static double attn_fwd(const PlanShape *s, double Pd, double Ps) {
-    const DsaModelConfig *m = s->m;
+/* The per-pair and per-layer terms of DSA-SPEC §8.4's table for one sequence of L tokens
+ * with top-k k: what plan_flops sums over a stage and dsa_plan_attention_flops reports per
+ * op (`dsa bench gpu`), from one place. */
+typedef struct {
+    double Pd, Ps;                 /* Σ_t (t + 1); Σ_t min(t + 1, k) */
+    double dense_fwd, sparse_fwd;  /* attention core forward, MHA form over Pd / MQA form over Ps */
+    double score, back;            /* indexer score per pair (head dots + ReLU-weighted head sum); ∂q̂, ∂k̂, ∂w */
+    double head_dots;              /* the head dots alone, 2·H_I·d_I per pair (F3's passes) */
+    double kl_dense, kl_sparse;    /* KL target per pair: MLA logits recomputed + 4·H for the log target */
+} AttnTerms;
+
+static void attn_terms(const DsaModelConfig *m, double L, double k, AttnTerms *t) {
     const double H = (double)m->num_attention_heads, dc = (double)m->kv_lora_rank, dr = (double)m->qk_rope_head_dim;
-    if (s->sparse_form) return 2 * H * (2 * dc + dr) * Ps;
-    return 2 * H * (double)(m->qk_nope_head_dim + m->qk_rope_head_dim + m->v_head_dim) * Pd;
+    const double HI = (double)m->index_n_heads, dI = (double)m->index_head_dim;
+    t->Pd = L * (L + 1) / 2;
+    t->Ps = L > k ? k * (k + 1) / 2 + (L - k) * k : t->Pd;
+    t->dense_fwd = 2 * H * (double)(m->qk_nope_head_dim + m->qk_rope_head_dim + m->v_head_dim) * t->Pd;
+    t->sparse_fwd = 2 * H * (2 * dc + dr) * t->Ps;
+    t->score = 2 * HI * dI + 2 * HI;
+    t->back = 4 * HI * dI + 2 * HI;
+    t->head_dots = 2 * HI * dI;
+    t->kl_dense = 2 * H * (double)(m->qk_nope_head_dim + m->qk_rope_head_dim) + 4 * H;
+    t->kl_sparse = 2 * H * (dc + dr) + 4 * H;
+}
+
+void dsa_plan_attention_flops(const DsaModelConfig *m, int64_t seq_len, DsaPlanAttnFlops *f) {
+    AttnTerms t;
+    const int64_t k = m->has_indexer ? m->index_topk : seq_len;
+    attn_terms(m, (double)seq_len, (double)(k < seq_len ? k : seq_len), &t);
+    memset(f, 0, sizeof *f);
+    f->pairs_dense = t.Pd;
+    f->pairs_sparse = t.Ps;
+    f->dense_fwd = t.dense_fwd;
+    f->dense_bwd = 2.5 * t.dense_fwd;
+    f->sparse_fwd = t.sparse_fwd;
+    f->sparse_bwd = 2.5 * t.sparse_fwd;
+    if (!m->has_indexer) return;
+    f->indexer_topk = t.score * t.Pd + t.Pd;
+    f->kl_dense = (3 * t.score + t.back) * t.Pd + 2 * t.kl_dense * t.Pd;
+    f->kl_sparse = (2 * t.head_dots + t.back) * t.Ps + t.kl_sparse * t.Ps;
 }
 
 static void plan_flops(const PlanShape *s, const PlanParams *p, int64_t seqs, DsaPlanFlops *f) {
     const DsaModelConfig *m = s->m;
     memset(f, 0, sizeof *f);
-    const double L = (double)s->L, T = (double)seqs * L, k = (double)s->k;
+    const double L = (double)s->L, T = (double)seqs * L;
     const double layers = (double)(s->n_attn + s->n_dense + s->n_moe) * (double)seqs; /* layer-sequences */
-    const double Pd = L * (L + 1) / 2;                              /* Σ_t (t + 1) */
-    const double Ps = s->sparse_form ? k * (k + 1) / 2 + (L - k) * k : Pd; /* Σ_t min(t + 1, k) */
+    AttnTerms t;
+    attn_terms(m, L, s->sparse_form ? (double)s->k : L, &t); /* Ps = Pd in the dense form */
+    const double Pd = t.Pd, Ps = t.Ps;
     const bool rec = s->lay.recompute == DSA_PLAN_RECOMPUTE_ON && s->train_main;
     const double mm = (double)p->mm_main + (double)p->mm_expert;
     f->linear = (s->train_main ? 6 : 2) * mm * T;                   /* forward 2, backward 4 per weight */
-    const double af = attn_fwd(s, Pd, Ps);
+    const double af = s->sparse_form ? t.sparse_fwd : t.dense_fwd;
     f->attention = layers * af * (s->train_main ? 3.5 : 1);         /* backward 2.5x: scores recomputed */
     if (s->indexer) {
-        const double H = (double)m->num_attention_heads, HI = (double)m->index_n_heads, dI = (double)m->index_head_dim;
-        const double score = 2 * HI * dI + 2 * HI;                  /* head dots, ReLU-weighted head sum */
-        const double back = 4 * HI * dI + 2 * HI;                  /* ∂q̂, ∂k̂, ∂w */
         f->indexer = 4 * (double)p->mm_indexer * T;                 /* projections: forward and weight gradient */
         if (s->sparse_form) { /* F1 over all causal pairs; F3's row and key passes over S_t (§8.2) */
-            f->indexer += layers * (score * Pd + 2 * (2 * HI * dI) * Ps + back * Ps);
-            f->kl = layers * (2 * H * (double)(m->kv_lora_rank + m->qk_rope_head_dim) + 4 * H) * Ps;
+            f->indexer += layers * (t.score * Pd + 2 * t.head_dots * Ps + t.back * Ps);
+            f->kl = layers * t.kl_sparse * Ps;
         } else { /* P1, P2, P3 score the pairs; P2 and P3 recompute the MLA logits (§8.1) */
-            f->indexer += layers * (3 * score + back) * Pd;
-            f->kl = layers * 2 * (2 * H * (double)(m->qk_nope_head_dim + m->qk_rope_head_dim) + 4 * H) * Pd;
+            f->indexer += layers * (3 * t.score + t.back) * Pd;
+            f->kl = layers * 2 * t.kl_dense * Pd;
         }
         f->topk = layers * Pd;
     }

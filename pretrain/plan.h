@@ -175,6 +175,20 @@ DsaStatus dsa_plan_search(const DsaConfig *cfg, int s, int64_t gpus, const DsaPl
                           const DsaPlanHardware *hw, DsaPlanStage *out, int cap, int *n_fit, int *n_valid,
                           DsaPlanStage *closest);
 
+/* FLOPs of one layer's attention-block ops over one sequence of seq_len tokens, the terms
+ * of DSA-SPEC §8.4 that dsa_plan_stage sums (one count, for `dsa bench gpu`'s TFLOPS):
+ * top-k k = model.index_topk (capped at seq_len); the stage-2 entries count Ps = Pd when
+ * seq_len <= k. Indexer entries are 0 without an indexer. */
+typedef struct {
+    double pairs_dense, pairs_sparse; /* Pd = L(L+1)/2 causal pairs; Ps = Σ_t min(t+1, k) */
+    double dense_fwd, dense_bwd;      /* MHA core 2·H·(d_qk + d_v)·Pd; backward 2.5× (scores recomputed) */
+    double sparse_fwd, sparse_bwd;    /* MQA core over S_t 2·H·(2·d_c + d_r)·Ps; backward 2.5× */
+    double indexer_topk;              /* one scoring pass over Pd (2·H_I·d_I + 2·H_I per pair) + Pd compares */
+    double kl_dense;                  /* stage 1 with gradients: (3·score + ∂)·Pd + 2·(2·H·d_qk + 4·H)·Pd (§8.1) */
+    double kl_sparse;                 /* stage 2's F3: (2·2·H_I·d_I + ∂)·Ps + (2·H·(d_c + d_r) + 4·H)·Ps (§8.2) */
+} DsaPlanAttnFlops;
+void dsa_plan_attention_flops(const DsaModelConfig *m, int64_t seq_len, DsaPlanAttnFlops *f);
+
 /* The single-layer check of issue 15: one attention block (input norm, MLA and the
  * indexer; attention_only) or one whole layer of the config (its first MoE layer if any,
  * else its first), one device, micro_batch 1, sequences of seq_len, stage `s`'s training
