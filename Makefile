@@ -34,14 +34,21 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/x86_64-linux-gnu/openblas-openmp
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -L$(OPENBLAS_DIR) -lopenblas -Wl,-rpath,$(OPENBLAS_DIR)
 
+# MPI (Open MPI from Debian, `make deps`): always linked; `dsa train` started by mpirun or
+# srun runs data parallel over its ranks (pretrain/comm.h), started alone it is one process
+# and never calls MPI_Init.
+MPI_PKG    := ompi-c
+MPI_CFLAGS := $(shell pkg-config --cflags $(MPI_PKG) 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs $(MPI_PKG) 2>/dev/null)
+
 # Vector ISA for our own loops (OpenBLAS picks its kernels at run time): AVX-512
 # (x86-64-v4) or AVX2 + FMA (x86-64-v3) where the build machine has them, else the
 # compiler's default; v4 measured 18% faster than v3 on a tiny-model 4K step. ARCH= to
 # override (e.g. ARCH= for a portable binary).
 CPUFLAGS := $(shell cat /proc/cpuinfo 2>/dev/null | grep -m1 '^flags')
 ARCH    ?= $(if $(and $(findstring avx512bw,$(CPUFLAGS)),$(findstring avx512vl,$(CPUFLAGS)),$(findstring avx512dq,$(CPUFLAGS))),-march=x86-64-v4,$(if $(and $(findstring avx2,$(CPUFLAGS)),$(findstring fma,$(CPUFLAGS))),-march=x86-64-v3))
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(ARCH) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS)
-LDLIBS  := $(PKG_LIBS) -lpthread -lm -fopenmp
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(ARCH) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS) $(MPI_CFLAGS)
+LDLIBS  := $(PKG_LIBS) $(MPI_LIBS) -lpthread -lm -fopenmp
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
@@ -102,6 +109,7 @@ all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 check-tools:
 	@pkg-config --exists $(PKGS) || { echo "missing libraries ($(PKGS)): run 'make deps'"; exit 1; }
 	@test -e $(OPENBLAS_DIR)/libopenblas.so || { echo "missing OpenBLAS (OpenMP build) in $(OPENBLAS_DIR): run 'make deps'"; exit 1; }
+	@pkg-config --exists $(MPI_PKG) || { echo "missing MPI (pkg-config $(MPI_PKG), Open MPI): run 'make deps'"; exit 1; }
 	@echo "dsa build: CC=$(CC) CUDA=$(CUDA)$(if $(filter 1,$(CUDA)), ($(NVCC))) SAN=$(SAN) BUILD=$(BUILD)" > $(BUILD).config.txt 2>/dev/null || true
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
