@@ -14,7 +14,7 @@
 #                   (PREFIX=/usr/local by default; DESTDIR= for staged installs)
 #   make clean
 #
-# Knobs: CUDA=0 (skip nvcc even when found), WERROR=0 (warnings not fatal), BUILD=dir,
+# Knobs: CUDA=0 (skip nvcc even when found), NCCL=0 (no NCCL communicator), WERROR=0 (warnings not fatal), BUILD=dir,
 # FUZZ_SECONDS=N (make fuzz: seconds per harness, default 30), PREFIX=dir (make install).
 
 BUILD   ?= build
@@ -90,6 +90,17 @@ ifeq ($(CUDA),1)
   CFLAGS += -DDSA_HAVE_CUDA=1
   LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
 endif
+# NCCL (the CUDA backend's collectives, kernels/comm_nccl.c): compiled with the CUDA
+# backend wherever its header is found, NCCL=0 to leave it out.
+NCCL ?= auto
+NCCL_H := $(if $(filter 1,$(CUDA)),$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h)))
+ifeq ($(NCCL),auto)
+  NCCL := $(if $(NCCL_H),1,0)
+endif
+ifeq ($(NCCL),1)
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lnccl
+$(BUILD)/obj/kernels/comm_nccl.o: CFLAGS += -DDSA_HAVE_NCCL=1 -I$(dir $(NCCL_H)) -I$(CUDA_HOME)/include
+endif
 
 LIB_DIRS := core data kernels kernels/cpu indexer pretrain pretrain/cli checkpoints
 LIB_SRCS := $(filter-out pretrain/cli/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
@@ -110,7 +121,7 @@ check-tools:
 	@pkg-config --exists $(PKGS) || { echo "missing libraries ($(PKGS)): run 'make deps'"; exit 1; }
 	@test -e $(OPENBLAS_DIR)/libopenblas.so || { echo "missing OpenBLAS (OpenMP build) in $(OPENBLAS_DIR): run 'make deps'"; exit 1; }
 	@pkg-config --exists $(MPI_PKG) || { echo "missing MPI (pkg-config $(MPI_PKG), Open MPI): run 'make deps'"; exit 1; }
-	@echo "dsa build: CC=$(CC) CUDA=$(CUDA)$(if $(filter 1,$(CUDA)), ($(NVCC))) SAN=$(SAN) BUILD=$(BUILD)" > $(BUILD).config.txt 2>/dev/null || true
+	@echo "dsa build: CC=$(CC) CUDA=$(CUDA)$(if $(filter 1,$(CUDA)), ($(NVCC))) NCCL=$(NCCL) SAN=$(SAN) BUILD=$(BUILD)" > $(BUILD).config.txt 2>/dev/null || true
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)

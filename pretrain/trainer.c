@@ -352,6 +352,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
         DSA_TRY(dsa_comm_init_local(&t.comm));
         t.own_comm = true;
     }
+    t.dcomm = opts->device_comm ? opts->device_comm : t.comm;
     const bool rank0 = t.comm->rank == 0;
     DSA_TRY_GOTO(st, trainer_dist_check(&t), out);
     const char *args[DSA_CONFIG_MAX_FILES];

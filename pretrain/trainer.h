@@ -39,7 +39,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "pretrain/comm.h"
+#include "kernels/comm.h"
 
 enum { DSA_TRAIN_STATE_VERSION = 1 };
 
@@ -50,6 +50,8 @@ typedef struct {
     int progress;             /* 1: a log line per log_every steps with ETA; 0: quiet */
     int64_t pause_before_commit_ms; /* test hook: sleep inside each checkpoint save */
     DsaComm *comm;            /* the ranks of a data-parallel run (not owned); NULL: one process */
+    DsaComm *device_comm;     /* the same ranks, collectives on the backend's buffers (NCCL for
+                               * cuda; not owned); NULL: comm (host buffers, the CPU backend) */
 } DsaTrainOptions;
 
 /* Outcome of a run, for callers and tests. */

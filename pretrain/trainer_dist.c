@@ -57,7 +57,7 @@ DsaStatus trainer_data_parallel_step(Trainer *t, double *loss_sum, int64_t *coun
     double sumsq[DSA_GROUP_COUNT] = {0}, act[DSA_GROUP_COUNT] = {0};
     bool active[DSA_GROUP_COUNT] = {0};
     if (comm->world > 1) {
-        DSA_TRY(dsa_zero_reduce_grads(comm, m->grads, m->table.total));
+        DSA_TRY(dsa_zero_reduce_grads(t->dcomm, m->grads, m->table.total));
         const int nL = (int)m->cfg.num_hidden_layers;
         const size_t cap = 2 + 5 * (size_t)nL;
         double *red = dsa_malloc(cap * sizeof *red);
@@ -91,7 +91,7 @@ DsaStatus trainer_data_parallel_step(Trainer *t, double *loss_sum, int64_t *coun
         for (int g = 0; g < DSA_GROUP_COUNT; g++) active[g] = act[g] > 0;
     }
     dsa_optim_apply(&t->optim, m->params, m->grads, t->trainable, &t->cfg->optimizer, lr, sumsq, active, info);
-    return dsa_zero_gather_params(comm, m->params, m->table.total);
+    return dsa_zero_gather_params(t->dcomm, m->params, m->table.total);
 }
 
 /* FNV-1a 64 of a text. */

@@ -19,6 +19,7 @@ typedef struct {
     const DsaTrainOptions *opts;
     DsaComm *comm;   /* opts->comm, or a local one (world 1) owned here */
     bool own_comm;
+    DsaComm *dcomm;  /* gradients and weights: opts->device_comm, or comm */
     DsaModel model;
     DsaOptimizer optim;
     bool *trainable; /* (table.count) for the current stage */

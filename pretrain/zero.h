@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
-#include "pretrain/comm.h"
+#include "kernels/comm.h"
 
 enum { DSA_ZERO_BUCKET = 1 << 22 }; /* elements per reduce-scatter / all-gather bucket (16 MiB of fp32) */
 

@@ -5,7 +5,8 @@
 #include "checkpoints/checkpoint.h"
 #include "core/fileutil.h"
 #include "kernels/backend.h"
-#include "pretrain/comm.h"
+#include "kernels/device.h"
+#include "kernels/comm.h"
 #include "pretrain/optim.h"
 #include "pretrain/params.h"
 #include "pretrain/zero.h"
@@ -160,6 +161,27 @@ static void test_checkpoint_join(void **state) {
     assert_fails_with(dsa_checkpoint_join(&w1, out, "step-2", path), DSA_ERR_IO, "shared file system");
 }
 
+/* The NCCL communicator at world 1 on GPU 0 (kernels/comm_nccl.c), wherever a GPU is. */
+static void test_nccl_world1(void **state) {
+    (void)state;
+    DsaCudaInfo info;
+    dsa_device_cuda_query(&info);
+    if (info.device_count < 1) {
+        printf("# SKIP NCCL communicator: no GPU (%s)\n", info.why_unavailable);
+        skip();
+    }
+    DsaComm *c = NULL;
+    assert_ok(dsa_comm_init_local(&c));
+    DsaStatus st = dsa_comm_nccl_selftest(c, 0);
+    if (st == DSA_ERR_CONFIG && strstr(dsa_error_message(), "no NCCL")) {
+        printf("# SKIP NCCL communicator: %s\n", dsa_error_message());
+        dsa_comm_free(c);
+        skip();
+    }
+    assert_ok(st);
+    dsa_comm_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_covers_evenly),
@@ -167,6 +189,7 @@ int main(void) {
         cmocka_unit_test(test_range_optimizers_match_whole),
         cmocka_unit_test(test_full_range_is_bitwise),
         cmocka_unit_test(test_checkpoint_join),
+        cmocka_unit_test(test_nccl_world1),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     test_tmpdir_remove();

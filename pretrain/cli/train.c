@@ -10,7 +10,8 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "pretrain/comm.h"
+#include "kernels/backend.h"
+#include "kernels/comm.h"
 #include "pretrain/cli/cli.h"
 #include "pretrain/trainer.h"
 
@@ -134,6 +135,12 @@ int cli_train(int argc, char **argv) {
         DsaConfig *cfg = dsa_calloc(1, sizeof *cfg);
         DsaStatus st = cfg ? dsa_config_load(cfg, path, sets, n_sets) : DSA_ERR_NOMEM;
         DsaTrainResult res;
+        DsaComm *dcomm = NULL; /* the CUDA backend's collectives: NCCL on the GPU of the local rank */
+        const DsaBackend *be = NULL;
+        if (st == DSA_OK && comm->world > 1 && !strcmp(cfg->train.device, "cuda") &&
+            (st = dsa_backend_get(cfg->train.device, &be)) == DSA_OK)
+            st = dsa_comm_nccl_init(&dcomm, comm, comm->local_rank);
+        opts.device_comm = dcomm;
         if (st == DSA_OK) st = dsa_train(cfg, &opts, &res);
         if (st != DSA_OK && comm->world > 1) { /* end every rank, naming this one and the cause */
             char cause[512];
@@ -154,6 +161,7 @@ int cli_train(int argc, char **argv) {
             printf("trained to step %lld, last loss %.4f, checkpoint %s\n", (long long)res.steps_done, res.last_loss,
                    res.last_checkpoint[0] ? res.last_checkpoint : "(none)");
         dsa_free(cfg, sizeof *cfg);
+        dsa_comm_free(dcomm);
         rc = cli_report("train", st);
     }
     dsa_comm_free(comm);

@@ -25,7 +25,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
-#include "pretrain/comm.h"
+#include "kernels/comm.h"
 
 typedef struct {
     MPI_Comm world;

@@ -19,8 +19,8 @@
  * is how a rank never hangs after a peer died without its launcher noticing.
  * dsa_comm_abort prints "rank R (host H) ...: cause" on stderr and takes every rank down.
  */
-#ifndef DSA_PRETRAIN_COMM_H
-#define DSA_PRETRAIN_COMM_H
+#ifndef DSA_KERNELS_COMM_H
+#define DSA_KERNELS_COMM_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -88,5 +88,9 @@ DsaStatus dsa_comm_mpi_init(DsaComm **out, int *argc, char ***argv, double timeo
 /* NCCL over the ranks of `mpi` (an "mpi" communicator, not owned, kept for the id
  * broadcast and the abort), on CUDA device `device`. DSA_ERR_CONFIG in a build without NCCL. */
 DsaStatus dsa_comm_nccl_init(DsaComm **out, DsaComm *mpi, int device);
+/* The GPU check of comm_nccl.c: an NCCL communicator over the ranks of `host` (any
+ * communicator: local at world 1) on `device`, every collective on small device buffers,
+ * the results checked exactly (integers in fp32). DSA_ERR_CONFIG without NCCL. */
+DsaStatus dsa_comm_nccl_selftest(DsaComm *host, int device);
 
 #endif

@@ -1,6 +1,6 @@
 /* comm.c: the communicator's common part (comm.h): the choice of implementation, the
  * local (world 1) one, the config check across ranks and the even split. */
-#include "pretrain/comm.h"
+#include "kernels/comm.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
