@@ -243,7 +243,7 @@ DsaStatus dsa_comm_mpi_init(DsaComm **out, int *argc, char ***argv, double timeo
     int len = 0;
     char name[MPI_MAX_PROCESSOR_NAME] = "";
     MPI_Get_processor_name(name, &len);
-    snprintf(c->host, sizeof c->host, "%s", name[0] ? name : "unknown");
+    snprintf(c->host, sizeof c->host, "%.63s", name[0] ? name : "unknown");
     MPI_Comm node;
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
         MPI_Comm_rank(node, &c->local_rank);

@@ -50,6 +50,7 @@ typedef struct {
     int progress;             /* 1: a log line per log_every steps with ETA; 0: quiet */
     int64_t pause_before_commit_ms; /* test hook: sleep inside each checkpoint save */
     DsaComm *comm;            /* the ranks of a data-parallel run (not owned); NULL: one process */
+    uint64_t weights_shard_bytes; /* world > 1: largest weights file of a checkpoint (0: 5 GB) */
     DsaComm *device_comm;     /* the same ranks, collectives on the backend's buffers (NCCL for
                                * cuda; not owned); NULL: comm (host buffers, the CPU backend) */
 } DsaTrainOptions;

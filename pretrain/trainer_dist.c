@@ -161,7 +161,7 @@ DsaStatus trainer_dist_report(Trainer *t) {
     me->optim = 2.0 * (double)(t->optim.hi - t->optim.lo) * sizeof(float);
     me->acts = (double)acts;
     me->lo = t->optim.lo, me->hi = t->optim.hi, me->pid = (int64_t)getpid();
-    snprintf(me->host, sizeof me->host, "%s", comm->host);
+    snprintf(me->host, sizeof me->host, "%.63s", comm->host);
     for (size_t r = 0; r < n; r++) counts[r] = (int64_t)sizeof *all;
     DSA_TRY_GOTO(st, comm->ops->all_gather(comm, all, counts, DSA_COMM_BYTE), out);
     const double mib = 1024.0 * 1024.0;

@@ -8,7 +8,10 @@
  * optimizer-rank-RRRRR-of-NNNNN.safetensors (tensors "exp_avg" and "exp_avg_sq", the
  * shard's range of the flat layout in the metadata "shard_lo", "shard_hi", "total"),
  * fsyncs it, and the ranks confirm (an all-reduce of their outcome, which is the barrier);
- * rank 0 writes the weights (identical on every rank) and the JSON files, commits (its
+ * rank 0 writes the weights (identical on every rank) as Hugging Face shards of at most
+ * opts->weights_shard_bytes (5 GB by default: one model.safetensors, or
+ * model-0000K-of-0000M.safetensors with model.safetensors.index.json) and the JSON files,
+ * commits (its
  * manifest covers every rank's file) and switches `latest`. A kill of any rank before the
  * commit leaves only the temporary directory, which the next start removes. A resume on
  * any world size reads, for its own shard, the pieces of every file that overlap it
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cJSON.h>
 
@@ -87,14 +91,32 @@ static DsaStatus write_optimizer_shard(Trainer *t, DsaCheckpointWriter *w) {
     return dsa_safetensors_write(dsa_checkpoint_file(w, name, path, sizeof path), refs, 2, keys, vals, 3);
 }
 
+/* The weights as an HF directory of shards (world > 1; checkpoints/hf.h's writer). */
+static DsaStatus write_weights_sharded(Trainer *t, DsaCheckpointWriter *w) {
+    const DsaParamTable *tab = &t->model.table;
+    const uint64_t cap = t->opts->weights_shard_bytes ? t->opts->weights_shard_bytes : 5000000000ULL;
+    DsaHfWriter hw;
+    DSA_TRY(dsa_hf_writer_init(&hw, w->tmp_dir, cap));
+    DsaStatus st = DSA_OK;
+    for (int i = 0; i < tab->count && st == DSA_OK; i++)
+        st = dsa_hf_writer_plan(&hw, tab->info[i].name, DSA_F32, tab->info[i].ndim, tab->info[i].shape);
+    if (st == DSA_OK) st = dsa_hf_writer_start(&hw);
+    for (int i = 0; i < tab->count && st == DSA_OK; i++)
+        st = dsa_hf_writer_put(&hw, tab->info[i].name, t->model.params + tab->info[i].offset);
+    if (st == DSA_OK) st = dsa_hf_writer_finish(&hw);
+    if (st != DSA_OK) dsa_hf_writer_abort(&hw);
+    return st;
+}
+
 /* Rank 0's files: weights, moments (one rank), configs, trainer state. */
 static DsaStatus write_rank0_files(Trainer *t, DsaCheckpointWriter *w, int stage) {
     const DsaConfig *cfg = t->cfg;
     char path[1400];
     char *text = NULL;
     DsaStatus st = DSA_OK;
-    DSA_TRY(dsa_model_write_weights(dsa_checkpoint_file(w, "model.safetensors", path, sizeof path), &t->model.table,
-                                    t->model.params));
+    if (t->comm->world > 1) DSA_TRY(write_weights_sharded(t, w));
+    else DSA_TRY(dsa_model_write_weights(dsa_checkpoint_file(w, "model.safetensors", path, sizeof path),
+                                         &t->model.table, t->model.params));
     if (t->comm->world == 1)
         DSA_TRY(dsa_model_write_state(dsa_checkpoint_file(w, "optimizer.safetensors", path, sizeof path),
                                       &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v));
@@ -323,12 +345,25 @@ DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir) {
                 "%s was written with %d threads, this run has %d: it continues correctly, but not bit for bit "
                 "like the uninterrupted run (reductions are ordered per thread count)",
                 path, (int)thr->valuedouble, dsa_backend_cpu_threads());
+    const cJSON *wor = cJSON_GetObjectItemCaseSensitive(root, "world");
+    const int saved_world = cJSON_IsNumber(wor) ? (int)wor->valuedouble : 1;
+    if (saved_world != t->comm->world && t->comm->rank == 0)
+        dsa_log(DSA_LOG_WARN,
+                "%s was written by %d rank(s), this run has %d: the optimizer shards are re-split and the data "
+                "continues where it stopped, but the sums are formed in another order (not bit for bit)",
+                path, saved_world, t->comm->world);
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
     t->tokens_seen = cJSON_IsNumber(tok) ? (int64_t)tok->valuedouble : 0;
     t->step = step;
 
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    struct stat sb;
+    if (stat(path, &sb) == 0) { /* sharded weights (a multi-rank save) */
+        DSA_TRY_GOTO(st, dsa_model_read_hf(dir, &cfg->model, &t->model.table, t->model.params), out);
+    } else {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
+    }
     DSA_TRY_GOTO(st, load_moments(t, dir, cJSON_GetObjectItemCaseSensitive(root, "optimizer_files")), out);
 out:
     cJSON_Delete(root);

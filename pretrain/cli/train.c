@@ -45,6 +45,8 @@ static void usage(FILE *out) {
             "  --quiet              no per-step log lines\n"
             "  --comm-timeout S     multi-rank: end the job when one collective waits longer than\n"
             "                       S seconds for the other ranks (default 300; 0 = never)\n"
+            "  --weights-shard-bytes N  multi-rank: checkpoint weights as Hugging Face shards of at\n"
+            "                       most N bytes with model.safetensors.index.json (default 5e9)\n"
             "  --pause-in-save MS   testing aid: sleep MS milliseconds inside every checkpoint save,\n"
             "                       just before it is committed\n"
             "  -h, --help           this text\n\n"
@@ -60,7 +62,7 @@ int cli_train(int argc, char **argv) {
         {"resume", no_argument, 0, 'r'},       {"init", required_argument, 0, 'i'},
         {"stop-at", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},        {"pause-in-save", required_argument, 0, 'P'},
-        {"comm-timeout", required_argument, 0, 'T'},
+        {"comm-timeout", required_argument, 0, 'T'}, {"weights-shard-bytes", required_argument, 0, 'W'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char *path = NULL;
@@ -91,15 +93,19 @@ int cli_train(int argc, char **argv) {
             break;
         }
         case 'S':
+        case 'W':
         case 'P':
         case 't': {
             long long v = strtoll(optarg, &end, 10);
             if (!*optarg || *end || v < 0) {
                 fprintf(stderr, "dsa train: --%s wants a non-negative integer, got \"%s\"\n",
-                        opt == 'S' ? "stop-at" : opt == 'P' ? "pause-in-save" : "threads", optarg);
+                        opt == 'S' ? "stop-at" : opt == 'P' ? "pause-in-save" : opt == 'W' ? "weights-shard-bytes" : "threads",
+                        optarg);
                 rc = 2;
             } else if (opt == 'S') {
                 opts.stop_at = v;
+            } else if (opt == 'W') {
+                opts.weights_shard_bytes = (uint64_t)v;
             } else if (opt == 'P') {
                 opts.pause_before_commit_ms = v;
             } else {
