@@ -22,7 +22,8 @@
  * (micro_batch · N) micro-batches per step, and the gradients, loss and indexer figures
  * are summed over the ranks; the AdamW state is sharded (ZeRO-1). Rank 0 alone writes
  * metrics.jsonl and the log; checkpoints hold one optimizer file per rank
- * (optimizer-rank-RRRRR-of-NNNNN.safetensors, N > 1) and resume on any world size.
+ * (optimizer-rank-RRRRR-of-NNNNN.safetensors, N > 1), the weights as Hugging Face shards
+ * with an index (opts->weights_shard_bytes), and resume on any world size.
  *
  * Exactness: with the same config, data and thread count, a run resumed from a
  * checkpoint produces the same bits as the uninterrupted run (tested). The state that
