@@ -104,7 +104,7 @@ static DsaStatus write_weights_sharded(Trainer *t, DsaCheckpointWriter *w) {
     for (int i = 0; i < tab->count && st == DSA_OK; i++)
         st = dsa_hf_writer_put(&hw, tab->info[i].name, t->model.params + tab->info[i].offset);
     if (st == DSA_OK) st = dsa_hf_writer_finish(&hw);
-    if (st != DSA_OK) dsa_hf_writer_abort(&hw);
+    dsa_hf_writer_abort(&hw); /* after finish it only frees */
     return st;
 }
 

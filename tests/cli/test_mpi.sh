@@ -22,7 +22,12 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1
 export OMPI_MCA_hwloc_base_binding_policy=none
-mpi() { local n=$1; shift; timeout 120 mpirun -np "$n" "$@"; }
+mpi() { local n=$1; shift; timeout 300 mpirun -np "$n" "$@"; }
+# make asan: Open MPI's own allocations outlive MPI_Finalize; they are suppressed by library
+# (lsan_mpi.supp), which needs whole stacks through its uninstrumented code
+if [ -n "${ASAN_OPTIONS:-}" ]; then
+  export ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0" LSAN_OPTIONS="suppressions=$(pwd)/tests/cli/lsan_mpi.supp"
+fi
 
 "$DSA" pack --format synthetic --tokens 64Ki --doc-tokens 1Ki --distances 16,48 --vocab-size 512 --seed 2 \
   --out "$work/data/syn" --quiet > "$last_out" 2>&1 || not_ok "pack synthetic data"
