@@ -9,7 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/log.h"
 #include "core/mem.h"
 
 size_t dsa_comm_type_size(DsaCommType type) {

@@ -120,6 +120,18 @@ PY
 expect_output "the sharded checkpoint evaluates" "loss" \
   "$DSA" eval "$c/step-00000002" --data "$work/data" --seq-len 64 --windows 2
 
+# the rule's limit: 15 windows, 7 per rank on 2 ranks, so epoch 0 ends inside step 4 and the
+# checkpoint of step 4 has consumed 2 windows of epoch 1, which 4 ranks cannot split
+"$DSA" pack --format synthetic --tokens 1Ki --doc-tokens 512 --distances 16,48 --vocab-size 512 --seed 3 \
+  --out "$work/small/syn" --quiet > "$last_out" 2>&1 || not_ok "pack a small data set"
+small=(--config configs/tiny-dense.json "${base[@]}" --set "data.train=[\"$work/small\"]" --set train.steps=6
+  --set train.checkpoint_every=0 --set optimizer.lr_warmup_steps=1 --set "train.out_dir=$work/small-run")
+mpi 2 "$DSA" train "${small[@]}" --stop-at 4 > "$last_out" 2>&1 || not_ok "train 4 steps on 2 ranks (small data)"
+expect_output "a cursor that 4 ranks cannot split without repeating a window is refused, with the numbers" \
+  "data cursor \(epoch 1, 2 windows consumed in it by 2 ranks\) cannot be split over 4 ranks" \
+  mpi 4 "$DSA" train "${small[@]}" --resume
+expect_rc 0 "the same checkpoint resumes on 1 rank" "$DSA" train "${small[@]}" --resume
+
 # ---- refused: configs that differ across ranks -----------------------------------------
 expect_output "a config that differs on one rank is refused, naming it" \
   "resolved run config .*differs across ranks.*rank\(s\) 1 " \
