@@ -130,9 +130,14 @@ DsaStatus trainer_dist_check(Trainer *t) {
     DSA_TRY(dsa_comm_check_same(comm, binary_crc(), "the dsa binary (CRC32 of the executable)"));
     char *text = NULL;
     DSA_TRY(dsa_config_to_json(cfg, &text));
-    const uint64_t h = fnv1a(text);
+    char opts[1400];
+    const DsaTrainOptions *o = t->opts;
+    snprintf(opts, sizeof opts, "resume=%d init=%s stop_at=%lld pause=%lld shard=%llu", o->resume,
+             o->init_from ? o->init_from : "", (long long)o->stop_at, (long long)o->pause_before_commit_ms,
+             (unsigned long long)o->weights_shard_bytes);
+    const uint64_t h = fnv1a(text) ^ (fnv1a(opts) * 0x9E3779B97F4A7C15ULL);
     free(text);
-    return dsa_comm_check_same(comm, h, "the resolved run config (hash of its JSON)");
+    return dsa_comm_check_same(comm, h, "the resolved run config and dsa train options (hash of both)");
 }
 
 typedef struct {

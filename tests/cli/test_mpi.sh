@@ -134,7 +134,7 @@ expect_rc 0 "the same checkpoint resumes on 1 rank" "$DSA" train "${small[@]}" -
 
 # ---- refused: configs that differ across ranks -----------------------------------------
 expect_output "a config that differs on one rank is refused, naming it" \
-  "resolved run config .*differs across ranks.*rank\(s\) 1 " \
+  "resolved run config and dsa train options .*differs across ranks.*rank\(s\) 1 " \
   mpi 1 "$DSA" train "${dense[@]}" --set "train.out_dir=$work/bad" : \
   -np 1 "$DSA" train "${dense[@]}" --set "train.out_dir=$work/bad" --set optimizer.lr=0.001
 
