@@ -9,7 +9,10 @@
 #
 # Tolerances (fp32 summation order: the gradient of N ranks is a sum over ranks of sums
 # over their windows, one rank sums all windows in one order): the loss and the gradient
-# norm of every step within relative 1e-5, every weight after the last step within 1e-4
+# norm of every step within relative 1e-5, the indexer's KL and its gradient norm within
+# 1e-4 (the KL, about 3e-3 here, is a small difference of log-probabilities of about 6, so
+# their fp32 rounding is about 1e-5 of it; seen: 1.5e-5 under make asan's -O1), every
+# weight after the last step within 1e-4
 # absolute (AdamW moves a weight by about lr = 3e-3 per step, so a wrong window, a wrong
 # loss scale or a lost shard shows as 1e-3 or more).
 . "$(dirname "$0")/lib.sh"
@@ -40,8 +43,7 @@ dsa=(--config configs/tiny-dsa.json "${base[@]}" --set stages.0.steps=2 --set st
 moe=(--config configs/tiny.json "${base[@]}" --set 'stages=null' --set train.steps=2 --set train.checkpoint_every=0
   --set optimizer.lr_warmup_steps=1)
 
-# same_run NAME DIR_A DIR_B STEP: per-step loss, grad_norm and indexer_loss within 1e-5
-# relative, final weights within 1e-4 absolute
+# same_run NAME DIR_A DIR_B STEP: per-step metrics and final weights within the tolerances above
 same_run() {
   local name=$1 a=$2 b=$3 step
   step=$(printf 'step-%08d' "$4")
@@ -51,10 +53,10 @@ a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
 assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} metrics lines"
 for x, y in zip(a, b):
-    for k in ("loss", "grad_norm", "indexer_loss", "indexer_grad_norm"):
+    for k, tol in (("loss", 1e-5), ("grad_norm", 1e-5), ("indexer_loss", 1e-4), ("indexer_grad_norm", 1e-4)):
         if k in x:
             d = abs(x[k] - y[k]) / max(abs(x[k]), 1e-30)
-            assert d <= 1e-5, f"step {x['step']} {k}: {x[k]} vs {y[k]} (rel {d:.3g})"
+            assert d <= tol, f"step {x['step']} {k}: {x[k]} vs {y[k]} (rel {d:.3g}, tolerance {tol})"
 print("metrics agree")
 PY
   then
