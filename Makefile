@@ -20,7 +20,7 @@
 #                   gpu-check's GPU parts skip, never pass); .ci/run runs it
 #   make clean
 #
-# Knobs: CUDA=0 (skip nvcc even when found), CUDA_ARCH=90 (sm_N device code plus compute_N
+# Knobs: CUDA=0 (skip nvcc even when found), NCCL=0 (no NCCL communicator), CUDA_ARCH=90 (sm_N device code plus compute_N
 # PTX, which newer GPUs compile at load), WERROR=0 (warnings not fatal), BUILD=dir,
 # FUZZ_SECONDS=N (make fuzz: seconds per harness, default 30), PREFIX=dir (make install).
 
@@ -57,14 +57,21 @@ PLUGIN_LIBS := -lzstd -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/..'
 CUDART := -lcudart_static -ldl -lrt
 endif
 
+# MPI (Open MPI from Debian, `make deps`): always linked; `dsa train` started by mpirun or
+# srun runs data parallel over its ranks (pretrain/comm.h), started alone it is one process
+# and never calls MPI_Init.
+MPI_PKG    := ompi-c
+MPI_CFLAGS := $(shell pkg-config --cflags $(MPI_PKG) 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs $(MPI_PKG) 2>/dev/null)
+
 # Vector ISA for our own loops (OpenBLAS picks its kernels at run time): AVX-512
 # (x86-64-v4) or AVX2 + FMA (x86-64-v3) where the build machine has them, else the
 # compiler's default; v4 measured 18% faster than v3 on a tiny-model 4K step. ARCH= to
 # override (e.g. ARCH= for a portable binary).
 CPUFLAGS := $(shell cat /proc/cpuinfo 2>/dev/null | grep -m1 '^flags')
 ARCH    ?= $(if $(and $(findstring avx512bw,$(CPUFLAGS)),$(findstring avx512vl,$(CPUFLAGS)),$(findstring avx512dq,$(CPUFLAGS))),-march=x86-64-v4,$(if $(and $(findstring avx2,$(CPUFLAGS)),$(findstring fma,$(CPUFLAGS))),-march=x86-64-v3))
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(ARCH) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS)
-LDLIBS  := $(PKG_LIBS) -lpthread -lm -fopenmp
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g $(ARCH) -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -I. $(PKG_CFLAGS) $(MPI_CFLAGS)
+LDLIBS  := $(PKG_LIBS) $(MPI_LIBS) -lpthread -lm -fopenmp
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
@@ -118,6 +125,17 @@ endif
 # fused.
 CUDA_NOFMA := embedding rmsnorm rope elementwise cross_entropy adamw copy
 $(CUDA_NOFMA:%=$(BUILD)/obj/kernels/cuda/%.cu.o): NVCCFLAGS += -fmad=false
+# NCCL (the CUDA backend's collectives, kernels/comm_nccl.c): compiled with the CUDA
+# backend wherever its header is found, NCCL=0 to leave it out.
+NCCL ?= auto
+NCCL_H := $(if $(filter 1,$(CUDA)),$(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h)))
+ifeq ($(NCCL),auto)
+  NCCL := $(if $(NCCL_H),1,0)
+endif
+ifeq ($(NCCL),1)
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lnccl
+$(BUILD)/obj/kernels/comm_nccl.o: CFLAGS += -DDSA_HAVE_NCCL=1 -I$(dir $(NCCL_H)) -I$(CUDA_HOME)/include
+endif
 
 LIB_DIRS := core data kernels kernels/cpu indexer pretrain pretrain/cli checkpoints
 LIB_SRCS := $(filter-out pretrain/cli/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
@@ -137,7 +155,8 @@ all: check-tools $(BUILD)/dsa $(BUILD)/libdsa.a $(PLUGIN)
 check-tools:
 	@pkg-config --exists $(PKGS) || { echo "missing libraries ($(PKGS)): run 'make deps'"; exit 1; }
 	@test -e $(OPENBLAS_DIR)/libopenblas.so || { echo "missing OpenBLAS (OpenMP build) in $(OPENBLAS_DIR): run 'make deps'"; exit 1; }
-	@echo "dsa build: CC=$(CC) CUDA=$(CUDA)$(if $(filter 1,$(CUDA)), ($(NVCC))) SAN=$(SAN) BUILD=$(BUILD)" > $(BUILD).config.txt 2>/dev/null || true
+	@pkg-config --exists $(MPI_PKG) || { echo "missing MPI (pkg-config $(MPI_PKG), Open MPI): run 'make deps'"; exit 1; }
+	@echo "dsa build: CC=$(CC) CUDA=$(CUDA)$(if $(filter 1,$(CUDA)), ($(NVCC))) NCCL=$(NCCL) SAN=$(SAN) BUILD=$(BUILD)" > $(BUILD).config.txt 2>/dev/null || true
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -168,6 +168,24 @@ DsaStatus dsa_checkpoint_begin(DsaCheckpointWriter *w, const char *out_dir, cons
     return DSA_OK;
 }
 
+DsaStatus dsa_checkpoint_join(DsaCheckpointWriter *w, const char *out_dir, const char *name, const char *tmp_dir) {
+    memset(w, 0, sizeof *w);
+    char want[DSA_CHECKPOINT_PATH_CAP];
+    int n = snprintf(want, sizeof want, "%s/.tmp-%s-", out_dir, name);
+    if (n < 0 || (size_t)n >= sizeof want || strncmp(tmp_dir, want, (size_t)n) != 0 || !plain_name(name) ||
+        strlen(tmp_dir) >= sizeof w->tmp_dir)
+        DSA_FAIL(DSA_ERR_ARG, "%s: not the temporary directory of checkpoint %s in %s", tmp_dir, name, out_dir);
+    struct stat sb;
+    if (stat(tmp_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        DSA_FAIL(DSA_ERR_IO, "%s: the checkpoint's temporary directory cannot be accessed from this process: %s "
+                 "(every rank must see train.out_dir on a shared file system)", tmp_dir, strerror(errno));
+    snprintf(w->out_dir, sizeof w->out_dir, "%s", out_dir);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    snprintf(w->tmp_dir, sizeof w->tmp_dir, "%s", tmp_dir);
+    w->joined = true;
+    return DSA_OK;
+}
+
 const char *dsa_checkpoint_file(DsaCheckpointWriter *w, const char *file_name, char *buf, size_t cap) {
     DSA_ASSERT(w->tmp_dir[0] && plain_name(file_name));
     bool fits = join(buf, cap, w->tmp_dir, file_name);
@@ -293,7 +311,7 @@ static DsaStatus rename_noreplace(const char *from, const char *to) {
 }
 
 DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w) {
-    DSA_ASSERT(w->tmp_dir[0]); /* begin succeeded, and no commit or abort since */
+    DSA_ASSERT(w->tmp_dir[0] && !w->joined); /* begin succeeded, and no commit or abort since */
     char final_dir[JOIN_CAP], latest[JOIN_CAP];
     join(final_dir, sizeof final_dir, w->out_dir, w->name);
     join(latest, sizeof latest, w->out_dir, LATEST);
@@ -317,6 +335,7 @@ DsaStatus dsa_checkpoint_commit(DsaCheckpointWriter *w) {
 }
 
 void dsa_checkpoint_abort(DsaCheckpointWriter *w) {
+    if (w->joined) return; /* the committing rank removes the directory */
     if (w->tmp_dir[0]) dsa_remove_flat_dir(w->tmp_dir);
     w->tmp_dir[0] = 0;
 }

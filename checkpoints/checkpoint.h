@@ -58,6 +58,7 @@ typedef struct {
      * mid-save. Set by the caller (the CLI's --pause-in-save); never read from the
      * environment. */
     int64_t pause_before_commit_ms;
+    bool joined; /* dsa_checkpoint_join: writes files only, another process commits */
 } DsaCheckpointWriter;
 
 /* Start checkpoint `name` in `out_dir` (created if needed). `name` must be a plain file
@@ -66,6 +67,13 @@ typedef struct {
  * Recovers OUT first (dsa_checkpoint_recover; one saving process per OUT is assumed).
  * On failure there is nothing to abort (abort is still safe). */
 DsaStatus dsa_checkpoint_begin(DsaCheckpointWriter *w, const char *out_dir, const char *name);
+/* Multi-rank saves (DESIGN.md, "Checkpoints"): one rank begins and later commits; the
+ * others join its temporary directory `tmp_dir` (the path begin made, passed to them by
+ * the caller), write their files with dsa_checkpoint_file / write_text, fsync them, and
+ * confirm to the committing rank (a barrier) before it commits; commit's manifest then
+ * covers every rank's files. A joined writer never commits or aborts (programming error).
+ * `tmp_dir` must be a ".tmp-<name>-<pid>" directory directly inside out_dir. */
+DsaStatus dsa_checkpoint_join(DsaCheckpointWriter *w, const char *out_dir, const char *name, const char *tmp_dir);
 /* Path of `file_name` (a plain name) inside the temporary directory, written into buf
  * (cap bytes, which must fit it: a programming error otherwise) and returned. */
 const char *dsa_checkpoint_file(DsaCheckpointWriter *w, const char *file_name, char *buf, size_t cap);

@@ -1,4 +1,5 @@
-/* optim.c: AdamW with per-group clipping and the LR schedule (optim.h, DSA-SPEC §1). */
+/* optim.c: AdamW with per-group clipping and the LR schedule (optim.h, DSA-SPEC §1), over
+ * the whole flat layout or one rank's range of it (ZeRO-1). */
 #include "pretrain/optim.h"
 
 #include <math.h>
@@ -6,50 +7,75 @@
 
 #include "core/mem.h"
 
-DsaStatus dsa_optim_init(DsaOptimizer *o, const DsaParamTable *table, const DsaBackend *be) {
+DsaStatus dsa_optim_init_range(DsaOptimizer *o, const DsaParamTable *table, const DsaBackend *be, int64_t lo,
+                               int64_t hi) {
+    DSA_ASSERT(0 <= lo && lo <= hi && hi <= table->total);
     memset(o, 0, sizeof *o);
     o->table = table;
     o->be = be;
-    o->m = dsa_calloc((size_t)table->total, sizeof(float));
-    o->v = dsa_calloc((size_t)table->total, sizeof(float));
+    o->lo = lo, o->hi = hi;
+    const size_t n = (size_t)(hi - lo);
+    o->m = dsa_calloc(n ? n : 1, sizeof(float));
+    o->v = dsa_calloc(n ? n : 1, sizeof(float));
     if (!o->m || !o->v) {
         dsa_optim_free(o);
-        DSA_FAIL(DSA_ERR_NOMEM, "AdamW moments: 2 x %.1f MiB", (double)table->total * 4 / (1 << 20));
+        DSA_FAIL(DSA_ERR_NOMEM, "AdamW moments: 2 x %.1f MiB", (double)n * 4 / (1 << 20));
     }
     return DSA_OK;
 }
 
+DsaStatus dsa_optim_init(DsaOptimizer *o, const DsaParamTable *table, const DsaBackend *be) {
+    return dsa_optim_init_range(o, table, be, 0, table->total);
+}
+
 void dsa_optim_free(DsaOptimizer *o) {
     if (o->table) {
-        dsa_free(o->m, (size_t)o->table->total * sizeof(float));
-        dsa_free(o->v, (size_t)o->table->total * sizeof(float));
+        const size_t n = (size_t)(o->hi - o->lo);
+        dsa_free(o->m, (n ? n : 1) * sizeof(float));
+        dsa_free(o->v, (n ? n : 1) * sizeof(float));
     }
     memset(o, 0, sizeof *o);
+}
+
+/* The piece [*a, *b) of tensor p inside [lo, hi); false when empty. */
+static bool piece(const DsaOptimizer *o, const DsaParamInfo *p, int64_t *a, int64_t *b) {
+    *a = p->offset > o->lo ? p->offset : o->lo;
+    *b = p->offset + p->numel < o->hi ? p->offset + p->numel : o->hi;
+    return *a < *b;
 }
 
 void dsa_optim_reset_group(DsaOptimizer *o, DsaParamGroup group) {
     for (int i = 0; i < o->table->count; i++) {
         const DsaParamInfo *p = &o->table->info[i];
-        if (p->group != group) continue;
-        memset(o->m + p->offset, 0, (size_t)p->numel * sizeof(float));
-        memset(o->v + p->offset, 0, (size_t)p->numel * sizeof(float));
+        int64_t a, b;
+        if (p->group != group || !piece(o, p, &a, &b)) continue;
+        memset(o->m + (a - o->lo), 0, (size_t)(b - a) * sizeof(float));
+        memset(o->v + (a - o->lo), 0, (size_t)(b - a) * sizeof(float));
     }
     o->group_steps[group] = 0;
 }
 
-void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *trainable, const DsaOptimConfig *cfg,
-                    double lr, DsaOptimStepInfo *info) {
+void dsa_optim_sumsq(const DsaOptimizer *o, const float *grads, const bool *trainable, double sumsq[DSA_GROUP_COUNT],
+                     bool active[DSA_GROUP_COUNT]) {
     const DsaParamTable *t = o->table;
-    memset(info, 0, sizeof *info);
     /* Norms per group, summed in table order (deterministic). */
-    double sumsq[DSA_GROUP_COUNT] = {0};
     for (int i = 0; i < t->count; i++) {
         if (!trainable[i] || t->info[i].frozen) continue;
         const DsaParamInfo *p = &t->info[i];
-        sumsq[p->group] += o->be->sum_squares(grads + p->offset, p->numel);
-        info->group_active[p->group] = true;
+        int64_t a, b;
+        if (!piece(o, p, &a, &b)) continue;
+        sumsq[p->group] += o->be->sum_squares(grads + a, b - a);
+        active[p->group] = true;
     }
+}
+
+void dsa_optim_apply(DsaOptimizer *o, float *params, float *grads, const bool *trainable, const DsaOptimConfig *cfg,
+                     double lr, const double sumsq[DSA_GROUP_COUNT], const bool active[DSA_GROUP_COUNT],
+                     DsaOptimStepInfo *info) {
+    const DsaParamTable *t = o->table;
+    memset(info, 0, sizeof *info);
     for (int g = 0; g < DSA_GROUP_COUNT; g++) {
+        info->group_active[g] = active[g];
         info->grad_norm[g] = sqrt(sumsq[g]);
         info->clip_coef[g] = 1.0;
         /* NOTE: PyTorch's clip_grad_norm_ rule: scale by clip / (norm + 1e-6) when it is < 1. */
@@ -60,8 +86,10 @@ void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *tr
     for (int i = 0; i < t->count; i++) {
         if (!trainable[i] || t->info[i].frozen) continue;
         const DsaParamInfo *p = &t->info[i];
-        float *g = grads + p->offset;
-        if (info->clip_coef[p->group] != 1.0) o->be->scale(g, (float)info->clip_coef[p->group], p->numel);
+        int64_t a, b;
+        if (!piece(o, p, &a, &b)) continue;
+        float *g = grads + a;
+        if (info->clip_coef[p->group] != 1.0) o->be->scale(g, (float)info->clip_coef[p->group], b - a);
         double step = (double)o->group_steps[p->group];
         DsaAdamWParams ap = {
             .lr = (float)lr,
@@ -72,8 +100,16 @@ void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *tr
             .bias_correction1 = (float)(1.0 - pow(cfg->beta1, step)),
             .bias_correction2 = (float)(1.0 - pow(cfg->beta2, step)),
         };
-        o->be->adamw_step(params + p->offset, g, o->m + p->offset, o->v + p->offset, p->numel, &ap);
+        o->be->adamw_step(params + a, g, o->m + (a - o->lo), o->v + (a - o->lo), b - a, &ap);
     }
+}
+
+void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *trainable, const DsaOptimConfig *cfg,
+                    double lr, DsaOptimStepInfo *info) {
+    double sumsq[DSA_GROUP_COUNT] = {0};
+    bool active[DSA_GROUP_COUNT] = {0};
+    dsa_optim_sumsq(o, grads, trainable, sumsq, active);
+    dsa_optim_apply(o, params, grads, trainable, cfg, lr, sumsq, active, info);
 }
 
 double dsa_lr_at(const DsaStageConfig *stage, double min_lr, int64_t s) {

@@ -6,6 +6,12 @@
  * counter per group (the bias corrections of a group count only its own updates, so a
  * group that starts training later, e.g. the main model after the warm-up, starts its
  * moments and corrections from zero as the spec's stage switch requires).
+ *
+ * ZeRO-1 (DESIGN.md, "Distribution"): an optimizer may own only the range [lo, hi) of
+ * the flat layout (its rank's shard); its moments are then (hi - lo) floats, it updates
+ * only the parameters of that range, and the caller sums the per-group squared norms
+ * over the ranks between dsa_optim_sumsq and dsa_optim_apply. The whole range (lo = 0,
+ * hi = total) is the single-process optimizer, whose bits are those of dsa_optim_step.
  */
 #ifndef DSA_PRETRAIN_OPTIM_H
 #define DSA_PRETRAIN_OPTIM_H
@@ -21,7 +27,8 @@
 typedef struct {
     const DsaParamTable *table; /* not owned */
     const DsaBackend *be;       /* not owned */
-    float *m, *v;               /* (table->total) each, owned */
+    int64_t lo, hi;             /* the range of the flat layout this optimizer updates */
+    float *m, *v;               /* (hi - lo) each, owned: m[i - lo] is element i's moment */
     int64_t group_steps[DSA_GROUP_COUNT]; /* AdamW updates applied to each group */
 } DsaOptimizer;
 
@@ -33,6 +40,9 @@ typedef struct {
 } DsaOptimStepInfo;
 
 DsaStatus dsa_optim_init(DsaOptimizer *o, const DsaParamTable *table, const DsaBackend *be);
+/* The optimizer of the range [lo, hi) of the flat layout only (0 <= lo <= hi <= total). */
+DsaStatus dsa_optim_init_range(DsaOptimizer *o, const DsaParamTable *table, const DsaBackend *be, int64_t lo,
+                               int64_t hi);
 void dsa_optim_free(DsaOptimizer *o);
 /* Zero the moments and the step counter of one group. */
 void dsa_optim_reset_group(DsaOptimizer *o, DsaParamGroup group);
@@ -49,6 +59,18 @@ void dsa_optim_step(DsaOptimizer *o, float *params, float *grads, const bool *tr
 /* Learning rate of 0-based step `s` of a stage: linear ramp (s + 1) / warmup · lr over
  * the first lr_warmup_steps steps, then constant, or cosine from lr down to min_lr at
  * the stage's last step. */
+/* The two halves of dsa_optim_step, for a sharded optimizer: sumsq[g] (added to) is the
+ * squared L2 norm of group g's trainable gradients within [lo, hi), summed per tensor
+ * piece in table order; active[g] is set where the range holds a trainable tensor of g. */
+void dsa_optim_sumsq(const DsaOptimizer *o, const float *grads, const bool *trainable, double sumsq[DSA_GROUP_COUNT],
+                     bool active[DSA_GROUP_COUNT]);
+/* Clip (by the norms of the whole model, sumsq over every rank) and update [lo, hi) of
+ * params and grads (full flat buffers); a group's step count advances where active[g]
+ * (over every rank). Fills info. */
+void dsa_optim_apply(DsaOptimizer *o, float *params, float *grads, const bool *trainable, const DsaOptimConfig *cfg,
+                     double lr, const double sumsq[DSA_GROUP_COUNT], const bool active[DSA_GROUP_COUNT],
+                     DsaOptimStepInfo *info);
+
 double dsa_lr_at(const DsaStageConfig *stage, double min_lr, int64_t s);
 
 #endif

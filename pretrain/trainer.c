@@ -79,7 +79,7 @@ static DsaStatus check_supported(const DsaConfig *cfg) {
  * (epochs); when it needs more than one epoch, say so with the figures. */
 static void warn_repeats(const Trainer *t, int stage) {
     const DsaStageConfig *s = &t->cfg->stages[stage];
-    const int64_t have = dsa_loader_rank_windows(t->loader), need = s->steps * s->global_batch;
+    const int64_t have = dsa_loader_rank_windows(t->loader), need = s->steps * s->global_batch / t->comm->world;
     if (need <= have) return;
     dsa_log(DSA_LOG_WARN,
             "stage %d \"%s\": %lld steps x %lld sequences need %lld windows of %lld tokens, but the data (%d shard(s) "
@@ -103,6 +103,8 @@ static DsaStatus open_stage_loader(Trainer *t, int stage) {
     lo.segment_ids = 0;
     lo.prefetch = (int)cfg->data.prefetch;
     lo.vocab_size = (uint64_t)cfg->model.vocab_size;
+    lo.rank = t->comm->rank;
+    lo.world = t->comm->world;
     DsaStatus st = dsa_loader_open(&t->loader, &lo);
     if (st == DSA_ERR_RANGE)
         dsa_error_push(__FILE__, __LINE__,
@@ -115,7 +117,7 @@ static DsaStatus open_stage_loader(Trainer *t, int stage) {
     t->loader_stage = stage;
     warn_repeats(t, stage);
     if (t->have_cursor && t->cursor_stage == stage) {
-        DSA_TRY(dsa_loader_seek(t->loader, &t->cursor));
+        DSA_TRY(trainer_seek_saved_cursor(t));
         t->have_cursor = false;
     }
     return DSA_OK;
@@ -214,7 +216,8 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     const DsaConfig *cfg = t->cfg;
     const DsaStageConfig *s = &cfg->stages[stage];
     const int64_t mb = cfg->train.micro_batch, L = s->seq_len;
-    const int64_t accum = s->global_batch / mb;
+    DsaComm *comm = t->comm;
+    const int64_t accum = s->global_batch / (mb * comm->world);
     double t0 = dsa_time_now();
     DSA_TRY(open_stage_loader(t, stage));
     if (t->io_tokens < mb * L) {
@@ -261,13 +264,14 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     }
     double lr = dsa_lr_at(s, cfg->optimizer.min_lr, t->step - stage_start);
     DsaOptimStepInfo info;
-    dsa_optim_step(&t->optim, t->model.params, t->model.grads, t->trainable, &cfg->optimizer, lr, &info);
+    DSA_TRY(trainer_data_parallel_step(t, &loss_sum, &count, lr, &info));
     t->step++;
     t->tokens_seen += s->global_batch * L;
     t->last_loss = loss_sum / (double)(count ? count : 1);
     t->last_lr = lr;
     double dt = dsa_time_now() - t0;
     double tps = (double)(s->global_batch * L) / dt;
+    if (!t->metrics) return DSA_OK; /* ranks > 0 log nothing */
     fprintf(t->metrics,
             "{\"step\":%lld,\"stage\":\"%s\",\"lr\":%.9g,\"loss\":%.9g,\"grad_norm\":%.9g,\"clip\":%.6g,"
             "\"tokens\":%lld,\"tokens_per_s\":%.6g,\"step_time_s\":%.6g,\"peak_mem_bytes\":%zu,\"peak_rss_bytes\":%lld",
@@ -325,6 +329,7 @@ static void trainer_free(Trainer *t) {
     dsa_optim_free(&t->optim);
     dsa_model_free(&t->model);
     if (t->paths) dsa_data_paths_free(t->paths, t->num_paths);
+    if (t->own_comm) dsa_comm_free(t->comm);
 }
 
 DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainResult *result) {
@@ -342,19 +347,30 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     t.loader_stage = -1;
     for (int s = 0; s < cfg->num_stages; s++) t.total_steps += cfg->stages[s].steps;
     DsaStatus st = DSA_OK;
+    t.comm = opts->comm;
+    if (!t.comm) {
+        DSA_TRY(dsa_comm_init_local(&t.comm));
+        t.own_comm = true;
+    }
+    t.dcomm = opts->device_comm ? opts->device_comm : t.comm;
+    const bool rank0 = t.comm->rank == 0;
+    DSA_TRY_GOTO(st, trainer_dist_check(&t), out);
     const char *args[DSA_CONFIG_MAX_FILES];
     for (int i = 0; i < cfg->data.num_train; i++) args[i] = cfg->data.train[i];
     DSA_TRY_GOTO(st, dsa_data_expand_paths(args, cfg->data.num_train, &t.paths, &t.num_paths), out);
     DSA_TRY_GOTO(st, check_data_vocab(&t), out);
     DSA_TRY_GOTO(st, dsa_model_init(&t.model, &cfg->model, be), out);
-    DSA_TRY_GOTO(st, dsa_optim_init(&t.optim, &t.model.table, be), out);
+    int64_t shard_lo = 0, shard_hi = 0; /* ZeRO-1: this rank's range of the flat layout (zero.h) */
+    dsa_comm_split(t.model.table.total, t.comm->world, t.comm->rank, &shard_lo, &shard_hi);
+    DSA_TRY_GOTO(st, dsa_optim_init_range(&t.optim, &t.model.table, be, shard_lo, shard_hi), out);
     t.trainable = dsa_calloc((size_t)t.model.table.count, sizeof(bool));
     if (!t.trainable) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "trainable mask");
 
     const char *out_dir = cfg->train.out_dir;
     int64_t end = opts->stop_at > 0 && opts->stop_at < t.total_steps ? opts->stop_at : t.total_steps;
     /* a save stopped by a kill or a full disk: adopt its checkpoint (checkpoint.h) */
-    DSA_TRY_GOTO(st, dsa_checkpoint_recover(out_dir), out);
+    if (rank0) DSA_TRY_GOTO(st, dsa_checkpoint_recover(out_dir), out);
+    DSA_TRY_GOTO(st, t.comm->ops->barrier(t.comm), out);
     if (opts->resume) {
         char dir[1024];
         struct stat sb;
@@ -386,14 +402,16 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
                           "%s already holds checkpoints (%s/latest): pass --resume to continue that run, or choose "
                           "another train.out_dir",
                           out_dir, out_dir);
-        DSA_TRY_GOTO(st, dsa_mkdir_p(out_dir), out);
+        if (rank0) DSA_TRY_GOTO(st, dsa_mkdir_p(out_dir), out);
         if (opts->init_from) {
             DSA_TRY_GOTO(st, trainer_load_init_weights(&t, opts->init_from), out);
         } else {
             dsa_param_init(&t.model.table, t.model.params, (uint64_t)cfg->train.seed, cfg->model.initializer_range);
         }
     }
-    DSA_TRY_GOTO(st, open_metrics(&t, opts->resume ? t.step : 0), out);
+    DSA_TRY_GOTO(st, t.comm->ops->barrier(t.comm), out); /* every rank checked out_dir before rank 0 writes */
+    if (rank0) DSA_TRY_GOTO(st, open_metrics(&t, opts->resume ? t.step : 0), out);
+    DSA_TRY_GOTO(st, trainer_dist_report(&t), out);
 
     dsa_log(DSA_LOG_INFO, "training %lld parameters on %s (%d threads), steps %lld..%lld of %lld, out_dir %s",
             (long long)dsa_model_param_count(&cfg->model), be->name, dsa_backend_cpu_threads(), (long long)t.step + 1,

@@ -17,6 +17,14 @@
  *     manifest.json        sizes and CRC32 of the files above
  *   latest                 name of the newest complete checkpoint, switched last
  *
+ * Data parallel (pretrain/zero.h, DESIGN.md "Distribution"): with opts->comm of world N
+ * every rank streams its own windows (the loader's rank split), runs global_batch /
+ * (micro_batch · N) micro-batches per step, and the gradients, loss and indexer figures
+ * are summed over the ranks; the AdamW state is sharded (ZeRO-1). Rank 0 alone writes
+ * metrics.jsonl and the log; checkpoints hold one optimizer file per rank
+ * (optimizer-rank-RRRRR-of-NNNNN.safetensors, N > 1), the weights as Hugging Face shards
+ * with an index (opts->weights_shard_bytes), and resume on any world size.
+ *
  * Exactness: with the same config, data and thread count, a run resumed from a
  * checkpoint produces the same bits as the uninterrupted run (tested). The state that
  * makes this so: weights and AdamW moments (F32, exact), the per-group AdamW step counts,
@@ -32,6 +40,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "kernels/comm.h"
 
 enum { DSA_TRAIN_STATE_VERSION = 1 };
 
@@ -41,6 +50,10 @@ typedef struct {
     int64_t stop_at;          /* stop (with a checkpoint) after this global step; 0 = run to the end */
     int progress;             /* 1: a log line per log_every steps with ETA; 0: quiet */
     int64_t pause_before_commit_ms; /* test hook: sleep inside each checkpoint save */
+    DsaComm *comm;            /* the ranks of a data-parallel run (not owned); NULL: one process */
+    uint64_t weights_shard_bytes; /* world > 1: largest weights file of a checkpoint (0: 5 GB) */
+    DsaComm *device_comm;     /* the same ranks, collectives on the backend's buffers (NCCL for
+                               * cuda; not owned); NULL: comm (host buffers, the CPU backend) */
 } DsaTrainOptions;
 
 /* Outcome of a run, for callers and tests. */

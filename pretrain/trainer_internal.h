@@ -17,6 +17,9 @@
 typedef struct {
     const DsaConfig *cfg;
     const DsaTrainOptions *opts;
+    DsaComm *comm;   /* opts->comm, or a local one (world 1) owned here */
+    bool own_comm;
+    DsaComm *dcomm;  /* gradients and weights: opts->device_comm, or comm */
     DsaModel model;
     DsaOptimizer optim;
     bool *trainable; /* (table.count) for the current stage */
@@ -29,7 +32,7 @@ typedef struct {
     int loader_stage; /* stage the loader was opened for, -1 none */
     bool have_cursor; /* resume: seek the next loader of cursor_stage to cursor */
     int cursor_stage;
-    DsaLoaderCursor cursor;
+    DsaLoaderCursor cursor; /* as saved: rank 0's cursor of a run of cursor.world ranks */
     int32_t *inputs, *targets; /* (micro_batch · seq_len) */
     int64_t io_tokens;         /* capacity of inputs/targets */
     FILE *metrics;
@@ -45,5 +48,18 @@ DsaStatus trainer_save_checkpoint(Trainer *t, int stage);
 DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir);
 /* Weights only, from a checkpoint or an HF model directory, sharded or FP8 (--init). */
 DsaStatus trainer_load_init_weights(Trainer *t, const char *from);
+
+/* trainer_dist.c: before the run, every rank together: the global batches split over the
+ * ranks, the binary and the resolved config are the same on every rank (the error names
+ * the ranks that differ). */
+DsaStatus trainer_dist_check(Trainer *t);
+/* World > 1: rank 0 logs every rank's host, pid and memory (weights, gradients, AdamW
+ * shard, activations). Collective. */
+DsaStatus trainer_dist_report(Trainer *t);
+/* Seek the loader of the saved cursor's stage to it, on this run's world size (the rule
+ * of a world-size change is at the definition). */
+DsaStatus trainer_seek_saved_cursor(Trainer *t);
+/* The end of a step over the ranks: sums, norms, this rank's AdamW shard, all-gather. */
+DsaStatus trainer_data_parallel_step(Trainer *t, double *loss_sum, int64_t *count, double lr, DsaOptimStepInfo *info);
 
 #endif

@@ -2,15 +2,31 @@
  * directory holds (weights, AdamW moments, the model and run configs, trainer_state.json
  * with the step, the groups' step counts and the data cursor), resume from one, and the
  * weights-only start of --init. The directory's atomic commit is checkpoints/checkpoint.c's.
+ *
+ * Over N > 1 ranks (DESIGN.md, "Checkpoints"): rank 0 begins the save and broadcasts the
+ * temporary directory; every rank writes its AdamW shard there as
+ * optimizer-rank-RRRRR-of-NNNNN.safetensors (tensors "exp_avg" and "exp_avg_sq", the
+ * shard's range of the flat layout in the metadata "shard_lo", "shard_hi", "total"),
+ * fsyncs it, and the ranks confirm (an all-reduce of their outcome, which is the barrier);
+ * rank 0 writes the weights (identical on every rank) as Hugging Face shards of at most
+ * opts->weights_shard_bytes (5 GB by default: one model.safetensors, or
+ * model-0000K-of-0000M.safetensors with model.safetensors.index.json) and the JSON files,
+ * commits (its
+ * manifest covers every rank's file) and switches `latest`. A kill of any rank before the
+ * commit leaves only the temporary directory, which the next start removes. A resume on
+ * any world size reads, for its own shard, the pieces of every file that overlap it
+ * (optimizer.safetensors of a one-rank run, or the shards).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cJSON.h>
 
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/safetensors.h"
 #include "core/fileutil.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -34,6 +50,15 @@ static DsaStatus write_state_json(Trainer *t, DsaCheckpointWriter *w, int stage)
     cJSON_AddStringToObject(root, "model_hash", hex);
     cJSON_AddNumberToObject(root, "seed", (double)t->cfg->train.seed);
     cJSON_AddNumberToObject(root, "threads", dsa_backend_cpu_threads());
+    if (t->comm->world > 1) {
+        cJSON_AddNumberToObject(root, "world", t->comm->world);
+        cJSON *files = cJSON_AddArrayToObject(root, "optimizer_files");
+        char name[96];
+        for (int r = 0; r < t->comm->world; r++) {
+            snprintf(name, sizeof name, "optimizer-rank-%05d-of-%05d.safetensors", r, t->comm->world);
+            cJSON_AddItemToArray(files, cJSON_CreateString(name));
+        }
+    }
     if (t->loader) {
         DsaLoaderCursor c = dsa_loader_cursor(t->loader);
         cJSON_AddNumberToObject(root, "data_stage", t->loader_stage);
@@ -50,37 +75,112 @@ static DsaStatus write_state_json(Trainer *t, DsaCheckpointWriter *w, int stage)
     return st;
 }
 
+/* This rank's AdamW shard as one file (world > 1). */
+static DsaStatus write_optimizer_shard(Trainer *t, DsaCheckpointWriter *w) {
+    char name[96], path[1400], lo[32], hi[32], total[32];
+    snprintf(name, sizeof name, "optimizer-rank-%05d-of-%05d.safetensors", t->comm->rank, t->comm->world);
+    snprintf(lo, sizeof lo, "%lld", (long long)t->optim.lo);
+    snprintf(hi, sizeof hi, "%lld", (long long)t->optim.hi);
+    snprintf(total, sizeof total, "%lld", (long long)t->model.table.total);
+    const int64_t n = t->optim.hi - t->optim.lo;
+    DsaStTensorRef refs[2] = {
+        {.name = "exp_avg", .dtype = DSA_F32, .ndim = 1, .shape = {n}, .data = t->optim.m},
+        {.name = "exp_avg_sq", .dtype = DSA_F32, .ndim = 1, .shape = {n}, .data = t->optim.v},
+    };
+    const char *keys[] = {"shard_lo", "shard_hi", "total"}, *vals[] = {lo, hi, total};
+    return dsa_safetensors_write(dsa_checkpoint_file(w, name, path, sizeof path), refs, 2, keys, vals, 3);
+}
+
+/* The weights as an HF directory of shards (world > 1; checkpoints/hf.h's writer). */
+static DsaStatus write_weights_sharded(Trainer *t, DsaCheckpointWriter *w) {
+    const DsaParamTable *tab = &t->model.table;
+    const uint64_t cap = t->opts->weights_shard_bytes ? t->opts->weights_shard_bytes : 5000000000ULL;
+    DsaHfWriter hw;
+    DSA_TRY(dsa_hf_writer_init(&hw, w->tmp_dir, cap));
+    DsaStatus st = DSA_OK;
+    for (int i = 0; i < tab->count && st == DSA_OK; i++)
+        st = dsa_hf_writer_plan(&hw, tab->info[i].name, DSA_F32, tab->info[i].ndim, tab->info[i].shape);
+    if (st == DSA_OK) st = dsa_hf_writer_start(&hw);
+    for (int i = 0; i < tab->count && st == DSA_OK; i++)
+        st = dsa_hf_writer_put(&hw, tab->info[i].name, t->model.params + tab->info[i].offset);
+    if (st == DSA_OK) st = dsa_hf_writer_finish(&hw);
+    dsa_hf_writer_abort(&hw); /* after finish it only frees */
+    return st;
+}
+
+/* Rank 0's files: weights, moments (one rank), configs, trainer state. */
+static DsaStatus write_rank0_files(Trainer *t, DsaCheckpointWriter *w, int stage) {
+    const DsaConfig *cfg = t->cfg;
+    char path[1400];
+    char *text = NULL;
+    DsaStatus st = DSA_OK;
+    if (t->comm->world > 1) DSA_TRY(write_weights_sharded(t, w));
+    else DSA_TRY(dsa_model_write_weights(dsa_checkpoint_file(w, "model.safetensors", path, sizeof path),
+                                         &t->model.table, t->model.params));
+    if (t->comm->world == 1)
+        DSA_TRY(dsa_model_write_state(dsa_checkpoint_file(w, "optimizer.safetensors", path, sizeof path),
+                                      &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v));
+    DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&cfg->model, &text), out);
+    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(w, "config.json", text), out);
+    free(text);
+    text = NULL;
+    DSA_TRY_GOTO(st, dsa_config_to_json(cfg, &text), out);
+    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(w, "run_config.json", text), out);
+    DSA_TRY_GOTO(st, write_state_json(t, w, stage), out);
+out:
+    free(text);
+    return st;
+}
+
+/* How many ranks report a failure (collective; 0 on one rank when st is DSA_OK). */
+static DsaStatus count_failures(DsaComm *c, DsaStatus st, int *failed) {
+    double f = st != DSA_OK;
+    DsaStatus cs = c->ops->all_reduce_sum(c, &f, 1, DSA_COMM_F64);
+    *failed = (int)f;
+    return cs;
+}
+
 DsaStatus trainer_save_checkpoint(Trainer *t, int stage) {
     const DsaConfig *cfg = t->cfg;
-    char name[64], path[1400];
+    DsaComm *c = t->comm;
+    const bool rank0 = c->rank == 0;
+    char name[64], tmp[DSA_CHECKPOINT_PATH_CAP] = "";
     snprintf(name, sizeof name, "step-%08lld", (long long)t->step);
     double t0 = dsa_time_now();
     DsaCheckpointWriter w;
-    DSA_TRY(dsa_checkpoint_begin(&w, cfg->train.out_dir, name));
-    w.pause_before_commit_ms = t->opts->pause_before_commit_ms;
+    memset(&w, 0, sizeof w);
     DsaStatus st = DSA_OK;
-    char *text = NULL;
-    DSA_TRY_GOTO(st, dsa_model_write_weights(dsa_checkpoint_file(&w, "model.safetensors", path, sizeof path),
-                                             &t->model.table, t->model.params),
-                 fail);
-    DSA_TRY_GOTO(st, dsa_model_write_state(dsa_checkpoint_file(&w, "optimizer.safetensors", path, sizeof path),
-                                           &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v),
-                 fail);
-    DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&cfg->model, &text), fail);
-    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "config.json", text), fail);
-    free(text);
-    text = NULL;
-    DSA_TRY_GOTO(st, dsa_config_to_json(cfg, &text), fail);
-    DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "run_config.json", text), fail);
-    free(text);
-    text = NULL;
-    DSA_TRY_GOTO(st, write_state_json(t, &w, stage), fail);
-    DSA_TRY_GOTO(st, dsa_checkpoint_commit(&w), fail);
+    int failed = 0;
+    if (rank0) {
+        st = dsa_checkpoint_begin(&w, cfg->train.out_dir, name);
+        if (st == DSA_OK) snprintf(tmp, sizeof tmp, "%s", w.tmp_dir);
+    }
+    DSA_TRY(c->ops->broadcast(c, tmp, sizeof tmp, DSA_COMM_BYTE, 0));
+    if (!tmp[0]) {
+        if (rank0) goto fail;
+        DSA_FAIL(DSA_ERR_IO, "rank 0 could not begin checkpoint %s/%s (its error ends the job)", cfg->train.out_dir,
+                 name);
+    }
+    if (!rank0) st = dsa_checkpoint_join(&w, cfg->train.out_dir, name, tmp);
+    w.pause_before_commit_ms = t->opts->pause_before_commit_ms;
+    if (st == DSA_OK && c->world > 1) st = write_optimizer_shard(t, &w);
+    if (st == DSA_OK && rank0) st = write_rank0_files(t, &w, stage);
+    /* every rank's files are fsynced: confirm before rank 0 commits */
+    DSA_TRY(count_failures(c, st, &failed));
+    if (st != DSA_OK) goto fail;
+    if (failed) {
+        dsa_error_set(DSA_ERR_IO, __FILE__, __LINE__, "%d rank(s) could not write their part of the checkpoint", failed);
+        st = DSA_ERR_IO;
+        goto fail;
+    }
+    if (rank0) st = dsa_checkpoint_commit(&w);
+    DSA_TRY(count_failures(c, st, &failed));
+    if (st != DSA_OK) goto fail;
+    if (failed) DSA_FAIL(DSA_ERR_IO, "rank 0 could not commit checkpoint %s/%s", cfg->train.out_dir, name);
     snprintf(t->last_checkpoint, sizeof t->last_checkpoint, "%s/%s", cfg->train.out_dir, name);
-    dsa_log(DSA_LOG_INFO, "checkpoint %s written in %.2f s", t->last_checkpoint, dsa_time_now() - t0);
+    if (rank0) dsa_log(DSA_LOG_INFO, "checkpoint %s written in %.2f s", t->last_checkpoint, dsa_time_now() - t0);
     return DSA_OK;
 fail:
-    free(text);
     dsa_checkpoint_abort(&w);
     dsa_error_push(__FILE__, __LINE__, "saving checkpoint %s/%s", cfg->train.out_dir, name);
     return st;
@@ -91,6 +191,99 @@ static DsaStatus json_int(const cJSON *root, const char *key, const char *file, 
     if (!cJSON_IsNumber(v) || v->valuedouble < 0)
         DSA_FAIL(DSA_ERR_FORMAT, "%s: \"%s\" is missing or not a non-negative number", file, key);
     *out = (int64_t)v->valuedouble;
+    return DSA_OK;
+}
+
+/* Copy the part of src (the elements [src_lo, src_hi) of the flat layout) that overlaps
+ * this optimizer's range into its moments. */
+static void copy_overlap(DsaOptimizer *o, float *dst, const float *src, int64_t src_lo, int64_t src_hi) {
+    const int64_t a = src_lo > o->lo ? src_lo : o->lo, b = src_hi < o->hi ? src_hi : o->hi;
+    if (a < b) memcpy(dst + (a - o->lo), src + (a - src_lo), (size_t)(b - a) * sizeof(float));
+}
+
+/* An F32 tensor of `numel` elements in `st`, or an error naming the file. */
+static DsaStatus f32_entry(const DsaSafetensors *st, const char *name, int64_t numel, const float **out) {
+    const DsaStEntry *e = dsa_safetensors_find(st, name);
+    if (!e) DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s is missing", st->path, name);
+    if (e->dtype != DSA_F32 || (int64_t)(e->end - e->begin) != numel * 4)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: tensor %s must be F32 with %lld elements", st->path, name, (long long)numel);
+    *out = dsa_safetensors_data(st, e);
+    return DSA_OK;
+}
+
+/* One rank's shard file: its range from the metadata, checked against the model. */
+static DsaStatus read_shard_file(DsaOptimizer *o, const char *path, int64_t *covered) {
+    DsaSafetensors st;
+    DSA_TRY(dsa_safetensors_open(&st, path));
+    DsaStatus status = DSA_OK;
+    const char *lo_s = dsa_safetensors_meta(&st, "shard_lo"), *hi_s = dsa_safetensors_meta(&st, "shard_hi"),
+               *tot_s = dsa_safetensors_meta(&st, "total");
+    const long long lo = lo_s ? atoll(lo_s) : -1, hi = hi_s ? atoll(hi_s) : -1, total = tot_s ? atoll(tot_s) : -1;
+    const float *m = NULL, *v = NULL;
+    if (total != o->table->total)
+        DSA_FAIL_GOTO(status, out, DSA_ERR_FORMAT, "%s: metadata \"total\" %lld, the model has %lld parameters", path,
+                      total, (long long)o->table->total);
+    if (lo != *covered || hi < lo || hi > total)
+        DSA_FAIL_GOTO(status, out, DSA_ERR_FORMAT,
+                      "%s: shard range %lld..%lld, the next one expected to start at %lld (shards must tile the model)",
+                      path, lo, hi, (long long)*covered);
+    DSA_TRY_GOTO(status, f32_entry(&st, "exp_avg", hi - lo, &m), out);
+    DSA_TRY_GOTO(status, f32_entry(&st, "exp_avg_sq", hi - lo, &v), out);
+    copy_overlap(o, o->m, m, lo, hi);
+    copy_overlap(o, o->v, v, lo, hi);
+    *covered = hi;
+out:
+    dsa_safetensors_close(&st);
+    return status;
+}
+
+/* optimizer.safetensors of a one-rank run, per tensor, for a shard of the layout. */
+static DsaStatus read_full_file_range(DsaOptimizer *o, const char *path) {
+    DsaSafetensors st;
+    DSA_TRY(dsa_safetensors_open(&st, path));
+    DsaStatus status = DSA_OK;
+    char name[DSA_PARAM_NAME_CAP + 32];
+    for (int i = 0; i < o->table->count && status == DSA_OK; i++) {
+        const DsaParamInfo *p = &o->table->info[i];
+        if (p->offset + p->numel <= o->lo || p->offset >= o->hi) continue;
+        const float *m = NULL, *v = NULL;
+        snprintf(name, sizeof name, "exp_avg.%s", p->name);
+        status = f32_entry(&st, name, p->numel, &m);
+        snprintf(name, sizeof name, "exp_avg_sq.%s", p->name);
+        if (status == DSA_OK) status = f32_entry(&st, name, p->numel, &v);
+        if (status != DSA_OK) break;
+        copy_overlap(o, o->m, m, p->offset, p->offset + p->numel);
+        copy_overlap(o, o->v, v, p->offset, p->offset + p->numel);
+    }
+    dsa_safetensors_close(&st);
+    return status;
+}
+
+/* This rank's AdamW moments from the checkpoint `dir`, whatever world size wrote it. */
+static DsaStatus load_moments(Trainer *t, const char *dir, const cJSON *files) {
+    char path[1400];
+    DsaOptimizer *o = &t->optim;
+    if (!files) {
+        snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+        if (o->lo == 0 && o->hi == t->model.table.total) { /* one rank: as always */
+            DSA_TRY(dsa_model_read_tensors(path, &t->model.table, "exp_avg.", o->m, true));
+            return dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", o->v, true);
+        }
+        return read_full_file_range(o, path);
+    }
+    if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) < 1)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s/trainer_state.json: \"optimizer_files\" must be a non-empty array of names", dir);
+    int64_t covered = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files) {
+        if (!cJSON_IsString(f) || strchr(f->valuestring, '/'))
+            DSA_FAIL(DSA_ERR_FORMAT, "%s/trainer_state.json: \"optimizer_files\" holds a non-file-name entry", dir);
+        snprintf(path, sizeof path, "%s/%s", dir, f->valuestring);
+        DSA_TRY(read_shard_file(o, path, &covered));
+    }
+    if (covered != t->model.table.total)
+        DSA_FAIL(DSA_ERR_FORMAT, "%s: the optimizer shards cover %lld of the model's %lld parameters", dir,
+                 (long long)covered, (long long)t->model.table.total);
     return DSA_OK;
 }
 
@@ -152,15 +345,26 @@ DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir) {
                 "%s was written with %d threads, this run has %d: it continues correctly, but not bit for bit "
                 "like the uninterrupted run (reductions are ordered per thread count)",
                 path, (int)thr->valuedouble, dsa_backend_cpu_threads());
+    const cJSON *wor = cJSON_GetObjectItemCaseSensitive(root, "world");
+    const int saved_world = cJSON_IsNumber(wor) ? (int)wor->valuedouble : 1;
+    if (saved_world != t->comm->world && t->comm->rank == 0)
+        dsa_log(DSA_LOG_WARN,
+                "%s was written by %d rank(s), this run has %d: the optimizer shards are re-split and the data "
+                "continues where it stopped, but the sums are formed in another order (not bit for bit)",
+                path, saved_world, t->comm->world);
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
     t->tokens_seen = cJSON_IsNumber(tok) ? (int64_t)tok->valuedouble : 0;
     t->step = step;
 
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg.", t->optim.m, true), out);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", t->optim.v, true), out);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    struct stat sb;
+    if (stat(path, &sb) == 0) { /* sharded weights (a multi-rank save) */
+        DSA_TRY_GOTO(st, dsa_model_read_hf(dir, &cfg->model, &t->model.table, t->model.params), out);
+    } else {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
+    }
+    DSA_TRY_GOTO(st, load_moments(t, dir, cJSON_GetObjectItemCaseSensitive(root, "optimizer_files")), out);
 out:
     cJSON_Delete(root);
     return st;

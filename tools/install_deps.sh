@@ -2,7 +2,8 @@
 # Install the Debian packages dsa needs; does nothing when all are present.
 set -euo pipefail
 pkgs=(build-essential pkg-config libhdf5-dev hdf5-tools libzstd-dev libcjson-dev libcmocka-dev
-      libopenblas-openmp-dev zlib1g-dev python3-venv)
+      libopenblas-openmp-dev zlib1g-dev python3-venv
+      libopenmpi-dev openmpi-bin) # Open MPI: multi-rank dsa train (mpirun; kernels/comm_mpi.c)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
