@@ -1,6 +1,7 @@
 /* ops.c: the indexer's op table (kernels/indexer_ops.h) of the CPU reference backend, and
  * the lookup of a backend's table by name: the registry of indexer entries (DESIGN.md,
- * Backends). The CPU entries are the functions of indexer.h, unchanged.
+ * Backends). The CPU entries are the functions of indexer.h, unchanged; the sim entries
+ * (ops_sim.c) wrap them for the simulated device.
  */
 #include <string.h>
 
@@ -23,6 +24,10 @@ DsaStatus dsa_indexer_ops_get(const DsaBackend *be, const DsaIndexerOps **out) {
     *out = NULL;
     if (!strcmp(be->name, "cpu")) {
         *out = &cpu_indexer_ops;
+        return DSA_OK;
+    }
+    if (!strcmp(be->name, "sim")) {
+        *out = dsa_indexer_ops_sim();
         return DSA_OK;
     }
     DSA_FAIL(DSA_ERR_DEVICE, "backend \"%s\" has no indexer entries", be->name);

@@ -1,4 +1,6 @@
-/* optim.c: AdamW with per-group clipping and the LR schedule (optim.h, DSA-SPEC §1). */
+/* optim.c: AdamW with per-group clipping and the LR schedule (optim.h, DSA-SPEC §1). The
+ * moments, parameters and gradients are backend memory: the host only launches the
+ * backend's sum_squares (a scalar back), scale and adamw_step. */
 #include "pretrain/optim.h"
 
 #include <math.h>
@@ -10,8 +12,8 @@ DsaStatus dsa_optim_init(DsaOptimizer *o, const DsaParamTable *table, const DsaB
     memset(o, 0, sizeof *o);
     o->table = table;
     o->be = be;
-    o->m = dsa_calloc((size_t)table->total, sizeof(float));
-    o->v = dsa_calloc((size_t)table->total, sizeof(float));
+    o->m = be->alloc((size_t)table->total * sizeof(float)); /* backend memory, zero-filled */
+    o->v = be->alloc((size_t)table->total * sizeof(float));
     if (!o->m || !o->v) {
         dsa_optim_free(o);
         DSA_FAIL(DSA_ERR_NOMEM, "AdamW moments: 2 x %.1f MiB", (double)table->total * 4 / (1 << 20));
@@ -21,8 +23,8 @@ DsaStatus dsa_optim_init(DsaOptimizer *o, const DsaParamTable *table, const DsaB
 
 void dsa_optim_free(DsaOptimizer *o) {
     if (o->table) {
-        dsa_free(o->m, (size_t)o->table->total * sizeof(float));
-        dsa_free(o->v, (size_t)o->table->total * sizeof(float));
+        if (o->m) o->be->release(o->m, (size_t)o->table->total * sizeof(float));
+        if (o->v) o->be->release(o->v, (size_t)o->table->total * sizeof(float));
     }
     memset(o, 0, sizeof *o);
 }
@@ -31,8 +33,8 @@ void dsa_optim_reset_group(DsaOptimizer *o, DsaParamGroup group) {
     for (int i = 0; i < o->table->count; i++) {
         const DsaParamInfo *p = &o->table->info[i];
         if (p->group != group) continue;
-        memset(o->m + p->offset, 0, (size_t)p->numel * sizeof(float));
-        memset(o->v + p->offset, 0, (size_t)p->numel * sizeof(float));
+        o->be->fill_zero(o->m + p->offset, (size_t)p->numel * sizeof(float));
+        o->be->fill_zero(o->v + p->offset, (size_t)p->numel * sizeof(float));
     }
     o->group_steps[group] = 0;
 }

@@ -21,7 +21,7 @@
 typedef struct {
     const DsaParamTable *table; /* not owned */
     const DsaBackend *be;       /* not owned */
-    float *m, *v;               /* (table->total) each, owned */
+    float *m, *v;               /* (table->total) each, owned, backend memory (be->alloc) */
     int64_t group_steps[DSA_GROUP_COUNT]; /* AdamW updates applied to each group */
 } DsaOptimizer;
 

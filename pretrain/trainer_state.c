@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "kernels/backend.h"
+#include "pretrain/host_view.h"
 #include "pretrain/model_io.h"
 #include "pretrain/trainer_internal.h"
 
@@ -60,12 +61,22 @@ DsaStatus trainer_save_checkpoint(Trainer *t, int stage) {
     w.pause_before_commit_ms = t->opts->pause_before_commit_ms;
     DsaStatus st = DSA_OK;
     char *text = NULL;
+    /* the weights and moments as the host sees them (host_view.h: in place on the CPU) */
+    const DsaBackend *be = t->model.be;
+    const size_t bytes = (size_t)t->model.table.total * sizeof(float);
+    DsaHostView vp = {0}, vm = {0}, vv = {0};
+    DSA_TRY_GOTO(st, dsa_host_view_open(&vp, be, t->model.params, bytes, "checkpoint weights"), fail);
     DSA_TRY_GOTO(st, dsa_model_write_weights(dsa_checkpoint_file(&w, "model.safetensors", path, sizeof path),
-                                             &t->model.table, t->model.params),
+                                             &t->model.table, vp.host),
                  fail);
+    dsa_host_view_close(&vp);
+    DSA_TRY_GOTO(st, dsa_host_view_open(&vm, be, t->optim.m, bytes, "checkpoint AdamW moments"), fail);
+    DSA_TRY_GOTO(st, dsa_host_view_open(&vv, be, t->optim.v, bytes, "checkpoint AdamW moments"), fail);
     DSA_TRY_GOTO(st, dsa_model_write_state(dsa_checkpoint_file(&w, "optimizer.safetensors", path, sizeof path),
-                                           &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v),
+                                           &t->model.table, "exp_avg.", vm.host, "exp_avg_sq.", vv.host),
                  fail);
+    dsa_host_view_close(&vm);
+    dsa_host_view_close(&vv);
     DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&cfg->model, &text), fail);
     DSA_TRY_GOTO(st, dsa_checkpoint_write_text(&w, "config.json", text), fail);
     free(text);
@@ -80,6 +91,9 @@ DsaStatus trainer_save_checkpoint(Trainer *t, int stage) {
     dsa_log(DSA_LOG_INFO, "checkpoint %s written in %.2f s", t->last_checkpoint, dsa_time_now() - t0);
     return DSA_OK;
 fail:
+    dsa_host_view_close(&vp);
+    dsa_host_view_close(&vm);
+    dsa_host_view_close(&vv);
     free(text);
     dsa_checkpoint_abort(&w);
     dsa_error_push(__FILE__, __LINE__, "saving checkpoint %s/%s", cfg->train.out_dir, name);
@@ -92,6 +106,18 @@ static DsaStatus json_int(const cJSON *root, const char *key, const char *file, 
         DSA_FAIL(DSA_ERR_FORMAT, "%s: \"%s\" is missing or not a non-negative number", file, key);
     *out = (int64_t)v->valuedouble;
     return DSA_OK;
+}
+
+/* Read the tensors `prefix`<name> of the safetensors file `path` into the backend buffer
+ * dev (the table's flat layout), through a host view. */
+static DsaStatus read_into(const DsaBackend *be, float *dev, const char *path, const DsaParamTable *table,
+                           const char *prefix, bool allow_extra) {
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, be, dev, (size_t)table->total * sizeof(float), path));
+    DsaStatus st = dsa_model_read_tensors(path, table, prefix, v.host, allow_extra);
+    if (st == DSA_OK) dsa_host_view_commit(&v, be, dev);
+    dsa_host_view_close(&v);
+    return st;
 }
 
 DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir) {
@@ -157,10 +183,10 @@ DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir) {
     t->step = step;
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
+    DSA_TRY_GOTO(st, read_into(t->model.be, t->model.params, path, &t->model.table, "", false), out);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg.", t->optim.m, true), out);
-    DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", t->optim.v, true), out);
+    DSA_TRY_GOTO(st, read_into(t->model.be, t->optim.m, path, &t->model.table, "exp_avg.", true), out);
+    DSA_TRY_GOTO(st, read_into(t->model.be, t->optim.v, path, &t->model.table, "exp_avg_sq.", true), out);
 out:
     cJSON_Delete(root);
     return st;
@@ -181,7 +207,12 @@ DsaStatus trainer_load_init_weights(Trainer *t, const char *from) {
                  (long long)t->cfg->model.index_head_dim, (long long)t->cfg->model.index_topk);
     DSA_TRY(dsa_model_config_check_same(&saved, path, &t->cfg->model, t->cfg->source));
     /* through the HF reader: one file or shards, F32/BF16/F16 or FP8 blocks */
-    DSA_TRY(dsa_model_read_hf(dir, &saved, &t->model.table, t->model.params));
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, t->model.be, t->model.params, (size_t)t->model.table.total * sizeof(float), dir));
+    DsaStatus st = dsa_model_read_hf(dir, &saved, &t->model.table, v.host);
+    if (st == DSA_OK) dsa_host_view_commit(&v, t->model.be, t->model.params);
+    dsa_host_view_close(&v);
+    DSA_TRY(st);
     dsa_log(DSA_LOG_INFO, "initialized from %s%s", dir, verified ? "" : " (no manifest: checksums not verified)");
     return DSA_OK;
 }

@@ -24,6 +24,8 @@ static const DsaBackend cpu_backend = {
     .copy_order = dsa_cpu_no_wait,
     .synchronize = dsa_cpu_no_wait,
     .memory_info = dsa_cpu_memory_info,
+    .host_memory = true,
+    .moe = &dsa_cpu_moe_ops,
     .linear_forward = dsa_cpu_linear_forward,
     .linear_backward = dsa_cpu_linear_backward,
     .embedding_forward = dsa_cpu_embedding_forward,
@@ -58,9 +60,13 @@ DsaStatus dsa_backend_get(const char *name, const DsaBackend **out) {
         *out = &cpu_backend;
         return DSA_OK;
     }
+    if (!strcmp(name, "sim")) {
+        *out = dsa_backend_sim();
+        return DSA_OK;
+    }
     if (!strcmp(name, "cuda"))
         DSA_FAIL(DSA_ERR_DEVICE, "device \"cuda\": the CUDA training backend is not built yet; use \"cpu\"");
-    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\" and \"cuda\"", name);
+    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\", \"cuda\" and \"sim\" (the test device)", name);
 }
 
 void dsa_backend_cpu_set_threads(int threads) {

@@ -27,6 +27,7 @@
 #include "data/synthetic.h"
 #include "kernels/backend.h"
 #include "pretrain/cli/cli.h"
+#include "pretrain/host_view.h"
 #include "pretrain/model.h"
 #include "pretrain/model_io.h"
 
@@ -79,8 +80,8 @@ typedef struct {
  * token the value tokens follow; an answer counts as correct when the argmax at every
  * one of its positions is the next token. kv answers have 2 tokens, needle answers 4
  * (the token before ANSWER is NEEDLE for a needle query). */
-static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *tgt, int64_t b, int64_t L, int pass,
-                          TaskScore *ts) {
+static void score_answers(const DsaModel *m, const float *logits, const int32_t *in, const int32_t *tgt, int64_t b,
+                          int64_t L, int pass, TaskScore *ts) {
     const int64_t V = m->cfg.vocab_size;
     for (int64_t w = 0; w < b; w++)
         for (int64_t t = 1; t < L; t++) {
@@ -91,7 +92,7 @@ static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *t
             if (t + len > L) continue; /* answer cut by the window end */
             bool ok = true;
             for (int64_t i = 0; i < len && ok; i++) {
-                const float *row = m->logits + (n + i) * V;
+                const float *row = logits + (n + i) * V;
                 int64_t best = 0;
                 for (int64_t v = 1; v < V; v++)
                     if (row[v] > row[best]) best = v;
@@ -100,6 +101,19 @@ static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *t
             if (pass == 0) ts->total[task]++;
             ts->correct[pass][task] += ok;
         }
+}
+
+/* The last forward's logits as the host sees them (host_view.h): the task score, and a
+ * copy into keep (b·L·V floats) for --logits-out when keep is not NULL. */
+static DsaStatus read_logits(const DsaModel *m, const int32_t *in, const int32_t *tgt, int64_t b, int64_t L, int pass,
+                             TaskScore *ts, float *keep) {
+    const size_t bytes = (size_t)(b * L * m->cfg.vocab_size) * sizeof(float);
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, m->be, m->logits, bytes, "eval logits"));
+    score_answers(m, v.host, in, tgt, b, L, pass, ts);
+    if (keep) memcpy(keep, v.host, bytes);
+    dsa_host_view_close(&v);
+    return DSA_OK;
 }
 
 /* Window source: shards through the loader, or a token file in memory. */
@@ -272,15 +286,13 @@ static DsaStatus run_eval(EvalArgs *a) {
         int64_t c = 0;
         DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &dense_mode), out);
         DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
-        score_answers(&m, in, tgt, b, L, 0, &ts);
-        if (keep[0]) memcpy(keep[0] + done * L * V, m.logits, (size_t)(b * L * V) * sizeof(float));
+        DSA_TRY_GOTO(st, read_logits(&m, in, tgt, b, L, 0, &ts, keep[0] ? keep[0] + done * L * V : NULL), out);
         if (a->grads_path) dsa_model_backward(&m, (float)(1.0 / ((double)n * (double)L)));
         loss_sum += ls, count += c;
         if (dsa) {
             DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &sparse_mode), out);
             DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
-            score_answers(&m, in, tgt, b, L, 1, &ts);
-            if (keep[1]) memcpy(keep[1] + done * L * V, m.logits, (size_t)(b * L * V) * sizeof(float));
+            DSA_TRY_GOTO(st, read_logits(&m, in, tgt, b, L, 1, &ts, keep[1] ? keep[1] + done * L * V : NULL), out);
             sparse_sum += ls;
         }
         if (!a->json && n > B) dsa_log(DSA_LOG_DEBUG, "eval: %lld/%lld windows", (long long)(done + b), (long long)n);
@@ -289,7 +301,11 @@ static DsaStatus run_eval(EvalArgs *a) {
     double sparse_loss = sparse_sum / (double)count;
     double gnorm = 0;
     if (a->grads_path) {
-        DSA_TRY_GOTO(st, dsa_model_write_weights(a->grads_path, &m.table, m.grads), out);
+        DsaHostView gv;
+        DSA_TRY_GOTO(st, dsa_host_view_open(&gv, be, m.grads, (size_t)m.table.total * sizeof(float), a->grads_path), out);
+        st = dsa_model_write_weights(a->grads_path, &m.table, gv.host);
+        dsa_host_view_close(&gv);
+        if (st != DSA_OK) goto out;
         gnorm = sqrt(be->sum_squares(m.grads, m.table.total));
     }
     if (a->logits_path) DSA_TRY_GOTO(st, write_logits(a->logits_path, keep[0], keep[1], n, L, V), out);

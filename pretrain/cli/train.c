@@ -12,7 +12,7 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa train --config FILE [--set key.path=value ...] [--resume | --init DIR]\n"
-            "                 [--stop-at STEP] [--threads N] [--quiet]\n\n"
+            "                 [--stop-at STEP] [--threads N] [--device NAME] [--precision P] [--quiet]\n\n"
             "Trains the model the config describes on its data.train shards, stage after stage,\n"
             "logging one JSON line per step to OUT/metrics.jsonl (step, stage, lr, loss, grad norm,\n"
             "tokens/s, peak memory) and writing checkpoints OUT/step-NNNNNNNN every\n"
@@ -31,6 +31,12 @@ static void usage(FILE *out) {
             "  --stop-at STEP       stop after global step STEP (writing a checkpoint); --resume\n"
             "                       continues from there\n"
             "  --threads N          CPU threads (same as --set train.threads=N; 0 = all cores)\n"
+            "  --device NAME        backend (same as --set train.device=NAME): cpu (default), cuda\n"
+            "                       (where built and a GPU is present), or sim: the test device, the\n"
+            "                       CPU ops on memory the host cannot dereference (same bits as cpu)\n"
+            "  --precision P        fp32 (default) or bf16 (same as --set train.precision=P): bf16\n"
+            "                       storage with fp32 master weights and sums, on devices with bf16\n"
+            "                       kernels; the CPU and sim backends compute in fp32 and refuse bf16\n"
             "  --quiet              no per-step log lines\n"
             "  --pause-in-save MS   testing aid: sleep MS milliseconds inside every checkpoint save,\n"
             "                       just before it is committed\n"
@@ -47,13 +53,14 @@ int cli_train(int argc, char **argv) {
         {"resume", no_argument, 0, 'r'},       {"init", required_argument, 0, 'i'},
         {"stop-at", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},        {"pause-in-save", required_argument, 0, 'P'},
+        {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char *path = NULL;
     DsaTrainOptions opts = {.progress = 1};
     int n_sets = 0, rc = -1;
     const char **sets = calloc((size_t)argc + 2, sizeof *sets);
-    static char threads_set[64];
+    static char threads_set[64], device_set[96], precision_set[96];
     if (!sets) return cli_report("train", DSA_ERR_NOMEM);
     optind = 1;
     int opt;
@@ -65,6 +72,14 @@ int cli_train(int argc, char **argv) {
         case 'r': opts.resume = true; break;
         case 'i': opts.init_from = optarg; break;
         case 'q': opts.progress = 0; break;
+        case 'd':
+            snprintf(device_set, sizeof device_set, "train.device=%s", optarg);
+            sets[n_sets++] = device_set;
+            break;
+        case 'p':
+            snprintf(precision_set, sizeof precision_set, "train.precision=%s", optarg);
+            sets[n_sets++] = precision_set;
+            break;
         case 'S':
         case 'P':
         case 't': {
