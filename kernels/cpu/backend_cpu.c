@@ -66,7 +66,7 @@ DsaStatus dsa_backend_get(const char *name, const DsaBackend **out) {
     }
     if (!strcmp(name, "cuda"))
         DSA_FAIL(DSA_ERR_DEVICE, "device \"cuda\": the CUDA training backend is not built yet; use \"cpu\"");
-    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\", \"cuda\" and \"sim\" (the test device)", name);
+    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\" and \"cuda\" (and \"sim\", the test device)", name);
 }
 
 void dsa_backend_cpu_set_threads(int threads) {

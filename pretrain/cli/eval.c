@@ -35,6 +35,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa eval CHECKPOINT (--data SHARDS... | --tokens FILE) [--seq-len L] [--windows N]\n"
             "                [--batch B] [--topk K] [--no-fp8] [--grads OUT.safetensors] [--threads N]\n"
+            "                [--device NAME]\n"
             "                [--logits-out OUT.safetensors] [--json]\n\n"
             "Reports the mean next-token cross-entropy (and perplexity) of the model in CHECKPOINT\n"
             "(a checkpoint directory, a run directory with `latest`, or a Hugging Face model dir)\n"
@@ -56,12 +57,14 @@ static void usage(FILE *out) {
             "                       dense pass) and, for a DSA model, \"logits_sparse\" (the sparse pass);\n"
             "                       held in memory until the end (N·L·V floats per pass)\n"
             "  --threads N          CPU threads (0 = all cores)\n"
+            "  --device NAME        backend: cpu (default) or sim (the test device: the CPU ops on\n"
+            "                       memory the host cannot dereference; same results as cpu)\n"
             "  --json               print one JSON object instead of text\n"
             "  -h, --help           this text\n");
 }
 
 typedef struct {
-    const char *checkpoint, *tokens_path, *grads_path, *logits_path;
+    const char *checkpoint, *tokens_path, *grads_path, *logits_path, *device;
     const char *data[64];
     int num_data;
     int64_t seq_len, windows, batch, topk;
@@ -220,7 +223,8 @@ static DsaStatus write_logits(const char *path, const float *dense, const float 
 }
 
 static DsaStatus run_eval(EvalArgs *a) {
-    const DsaBackend *be = dsa_backend_cpu();
+    const DsaBackend *be = NULL;
+    DSA_TRY(dsa_backend_get(a->device ? a->device : "cpu", &be));
     dsa_backend_cpu_set_threads(a->threads);
     DsaModel m;
     char dir[1024];
@@ -380,7 +384,8 @@ int cli_eval(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'},   {"grads", required_argument, 0, 'g'},
         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
         {"topk", required_argument, 0, 'K'},    {"no-fp8", no_argument, 0, 'F'},
-        {"logits-out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+        {"logits-out", required_argument, 0, 'o'}, {"device", required_argument, 0, 'D'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     EvalArgs a = {.seq_len = 1024, .windows = 16, .batch = 1};
@@ -413,6 +418,7 @@ int cli_eval(int argc, char **argv) {
         case 'b': a.batch = v; break;
         case 'g': a.grads_path = optarg; break;
         case 'o': a.logits_path = optarg; break;
+        case 'D': a.device = optarg; break;
         case 't': a.threads = (int)v; break;
         case 'j': a.json = 1; break;
         case 'K': a.topk = v; break;

@@ -2,7 +2,8 @@
 # memory the host cannot dereference, so a run that completes proves the host loop reached
 # backend memory only through the memory entries. The tiny configs (dense LM, the DSA
 # warm-up and sparse stages, the MoE model) train on sim with losses, weights and AdamW
-# moments bit-identical to cpu, and a sim run stopped and resumed ends bit-identical too.
+# moments bit-identical to cpu, and a sim run stopped and resumed ends bit-identical too;
+# `dsa eval --device sim` gives cpu's figures, gradients and logits.
 # Also: bf16 and unknown devices are refused by name.
 . "$(dirname "$0")/lib.sh"
 
@@ -48,6 +49,20 @@ dsa_stages=(--set stages.0.steps=2 --set stages.1.steps=2 --set stages.1.lr_warm
 check configs/tiny-dsa.json dsa 4 "${dsa_stages[@]}"
 check configs/tiny.json moe 4 "${dsa_stages[@]}"
 
+# eval reads logits and gradients back through host views: the same figures and files on sim
+for dev in cpu sim; do
+  "$DSA" eval "$work/dsa-cpu/step-00000004" --data "$work/data" --seq-len 64 --windows 2 --batch 2 --topk 16 \
+    --threads 2 --json --device "$dev" --grads "$work/eval-grads-$dev.safetensors" \
+    --logits-out "$work/eval-logits-$dev.safetensors" 2> "$last_out" | sed -E 's/"seconds":[^,]*,//; s/"(grads|logits)":"[^"]*",//g' > "$work/eval-$dev.json"
+done
+if [ -s "$work/eval-cpu.json" ] && cmp -s "$work/eval-cpu.json" "$work/eval-sim.json" &&
+   cmp -s "$work/eval-grads-cpu.safetensors" "$work/eval-grads-sim.safetensors" &&
+   cmp -s "$work/eval-logits-cpu.safetensors" "$work/eval-logits-sim.safetensors"; then
+  ok "dsa eval --device sim: the same losses, recall, gradients and logits as cpu"
+else
+  { cat "$work/eval-cpu.json" "$work/eval-sim.json"; } >> "$last_out"; not_ok "dsa eval --device sim equals cpu"
+fi
+
 expect_output "train.precision bf16 is refused by the CPU backend, by name" "the CPU backend computes in fp32" \
   "$DSA" train --config configs/tiny-dense.json --set "data.train=[\"$work/data\"]" --precision bf16 \
   --set "train.out_dir=$work/bf16"
@@ -56,7 +71,7 @@ expect_output "train.precision bf16 is refused by the sim backend, by name" "the
   --set "train.out_dir=$work/bf16"
 expect_output "an unknown train.precision names the choices" 'fp32.*bf16' \
   "$DSA" train --config configs/tiny-dense.json --precision fp16 --set "train.out_dir=$work/fp16"
-expect_output "an unknown device names the choices" '"cpu".*"cuda".*"sim"' \
+expect_output "an unknown device names the choices" '"cpu", "cuda", "sim"' \
   "$DSA" train --config configs/tiny-dense.json --device tpu --set "train.out_dir=$work/tpu"
 expect_output "train.precision is recorded in the run config" '"precision":[[:space:]]*"fp32"' \
   cat "$work/dense-cpu/step-00000004/run_config.json"
