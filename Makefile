@@ -81,8 +81,15 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCCFLAGS := -O2 -std=c++17 -I. -arch=sm_90 --compiler-options -Wall,-Wextra,-ffp-contract=off$(if $(filter 1,$(WERROR)),$(comma)-Werror -Werror all-warnings)
 ifeq ($(CUDA),1)
   CFLAGS += -DDSA_HAVE_CUDA=1
-  LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart -lstdc++
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
+# The CUDA twins of kernels/cpu/'s plain-C ops compute as the C build does, which never
+# fuses a*b + c (ISO C, -std=c11): their device code too is built without FMA contraction,
+# so each matches its twin's roundings (kernels/cuda/README.md). Multiply-adds that the
+# CPU does fuse are written as kernels/rules/hd.h's dsa_fma_rule, which this flag leaves
+# fused.
+CUDA_NOFMA := embedding rmsnorm rope elementwise cross_entropy adamw copy
+$(CUDA_NOFMA:%=$(BUILD)/obj/kernels/cuda/%.cu.o): NVCCFLAGS += -fmad=false
 
 LIB_DIRS := core data kernels kernels/cpu kernels/sim indexer pretrain pretrain/cli checkpoints
 LIB_SRCS := $(filter-out pretrain/cli/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
@@ -93,7 +100,7 @@ TESTS    := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 PLUGIN   := $(BUILD)/hdf5-plugin/libdsa_h5zstd.so
 FAULT_SHIM := $(BUILD)/tests/libfault_shim.so
-HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules tests,$(wildcard $(d)/*.h))
+HEADERS  := $(foreach d,$(LIB_DIRS) kernels/rules kernels/cuda tests,$(wildcard $(d)/*.h)) $(wildcard kernels/cuda/*.cuh)
 
 .PHONY: all deps test asan demo bench bench-tokenize clean pyenv check-tools tests-build torch-env parity reliability fuzz fuzz-build \
         install uninstall
@@ -116,7 +123,7 @@ $(BUILD)/obj/%.o: %.c $(HEADERS)
 $(BUILD)/obj/kernels/cpu/%.o: CFLAGS += -O3 -funroll-loops -fno-trapping-math
 $(BUILD)/obj/indexer/%.o: CFLAGS += -O3 -funroll-loops -fno-trapping-math
 
-$(BUILD)/obj/%.cu.o: %.cu $(HEADERS)
+$(BUILD)/obj/%.cu.o: %.cu $(HEADERS) $(wildcard kernels/cuda/*.cuh)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 

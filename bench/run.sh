@@ -11,6 +11,8 @@
 #  - the DSA sweep (configs/bench-dsa.json, `dsa bench dsa`): one training step with dense
 #    attention, the indexer warm-up step and the sparse top-k step at 4K..32K tokens with
 #    k = 512, and the sparse step with k = 2048 (about 25 more minutes on 2 cores);
+#  - the indexer's top-k against scoring alone (`dsa bench topk`, one thread, 4K..16K,
+#    k = 512 and 2048, about 2 minutes);
 #  - the same steps in PyTorch (tools/torch_ref.py bench, same config and threads) when
 #    a torch environment exists (TORCH_PY, default .venv-torch/bin/python; make one with
 #    tools/torch_env.sh), so the ratio comes from one run;
@@ -43,6 +45,8 @@ gemm=$("$dsa" bench gemm --threads "$threads" --json)
     --set model.index_topk=512 --threads "$threads" --record bench/RESULTS.md
 "$dsa" bench dsa --config configs/bench-dsa.json --seq-len 4096,8192,16384,32768 --kinds sparse \
     --threads "$threads" --record bench/RESULTS.md
+"$dsa" bench topk --config configs/bench-dsa.json --seq-len 4096,8192,16384 --topk 512,2048 \
+    --threads 1 --record bench/RESULTS.md
 printf '\nSGEMM through OpenBLAS in the same run: `%s`\n' "$gemm" >> bench/RESULTS.md
 torch_py=${TORCH_PY:-.venv-torch/bin/python}
 if [ -x "$torch_py" ] && "$torch_py" -c 'import torch' 2> /dev/null; then

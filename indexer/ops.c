@@ -1,11 +1,15 @@
 /* ops.c: the indexer's op table (kernels/indexer_ops.h) of the CPU reference backend, and
  * the lookup of a backend's table by name: the registry of indexer entries (DESIGN.md,
  * Backends). The CPU entries are the functions of indexer.h, unchanged; the sim entries
- * (ops_sim.c) wrap them for the simulated device.
+ * (ops_sim.c) wrap them for the simulated device; the CUDA table is
+ * kernels/cuda/indexer_ops.cu's, where built.
  */
 #include <string.h>
 
 #include "indexer/indexer.h"
+#ifdef DSA_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 static const DsaIndexerOps cpu_indexer_ops = {
     .name = "cpu",
@@ -30,5 +34,11 @@ DsaStatus dsa_indexer_ops_get(const DsaBackend *be, const DsaIndexerOps **out) {
         *out = dsa_indexer_ops_sim();
         return DSA_OK;
     }
+#ifdef DSA_HAVE_CUDA /* the registry: the one place a backend's #ifdef may live (DESIGN.md) */
+    if (!strcmp(be->name, "cuda")) {
+        *out = dsa_indexer_ops_cuda();
+        return DSA_OK;
+    }
+#endif
     DSA_FAIL(DSA_ERR_DEVICE, "backend \"%s\" has no indexer entries", be->name);
 }

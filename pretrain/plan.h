@@ -180,13 +180,14 @@ DsaStatus dsa_plan_search(const DsaConfig *cfg, int s, int64_t gpus, const DsaPl
  * else its first), one device, micro_batch 1, sequences of seq_len, stage `s`'s training
  * step (its trainable parts). `one` is the step of a single layer without recompute;
  * `layers_fit` the most such layers one device holds, without and with recompute (0 when
- * not even one fits). */
+ * not even one fits; at most the model's num_hidden_layers, `layers_total`). */
 typedef struct {
     int stage;
     bool attention_only;
     DsaPlanBytes one;
     bool one_fits;
     int64_t layers_fit, layers_fit_recompute;
+    int64_t layers_total; /* the model's num_hidden_layers */
 } DsaPlanLayerCheck;
 DsaStatus dsa_plan_layer_check(const DsaConfig *cfg, int s, int64_t seq_len, bool attention_only,
                                const DsaPlanHardware *hw, DsaPlanLayerCheck *out);

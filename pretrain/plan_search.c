@@ -100,7 +100,8 @@ static DsaStatus layer_bytes(const DsaConfig *cfg, const PlanShape *base, PlanSc
     return dsa_plan_bytes(&sh, &p, b);
 }
 
-/* The most layers that fit: the bytes grow by the same amount per layer. */
+/* The most layers that fit, up to the model's own count: the bytes grow by the same
+ * amount per layer. */
 static DsaStatus layers_fit(const DsaConfig *cfg, const PlanShape *sh, PlanScope scope, DsaPlanRecompute rec,
                             int64_t mem, DsaPlanBytes *one, int64_t *n) {
     DsaPlanBytes b1, b2;
@@ -108,7 +109,9 @@ static DsaStatus layers_fit(const DsaConfig *cfg, const PlanShape *sh, PlanScope
     DSA_TRY(layer_bytes(cfg, sh, scope, 2, rec, &b2));
     if (one) *one = b1;
     const int64_t step = b2.total - b1.total;
-    *n = b1.total > mem ? 0 : step > 0 ? 1 + (mem - b1.total) / step : INT64_MAX;
+    const int64_t all = cfg->model.num_hidden_layers;
+    *n = b1.total > mem ? 0 : step > 0 ? 1 + (mem - b1.total) / step : all;
+    if (*n > all) *n = all;
     return DSA_OK;
 }
 
@@ -125,5 +128,6 @@ DsaStatus dsa_plan_layer_check(const DsaConfig *cfg, int s, int64_t seq_len, boo
     DSA_TRY(layers_fit(cfg, &sh, scope, DSA_PLAN_RECOMPUTE_OFF, hw->gpu_mem, &out->one, &out->layers_fit));
     DSA_TRY(layers_fit(cfg, &sh, scope, DSA_PLAN_RECOMPUTE_ON, hw->gpu_mem, NULL, &out->layers_fit_recompute));
     out->one_fits = out->one.total <= hw->gpu_mem;
+    out->layers_total = cfg->model.num_hidden_layers;
     return DSA_OK;
 }

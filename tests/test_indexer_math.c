@@ -773,6 +773,8 @@ static void test_topk_edge_k(void **state) {
         check_topk(33, 40, fp8, 3, seed++);  /* k > L */
         check_topk(100, 128, fp8, 0, seed++); /* k > L, every row padded */
         check_topk(17, 16, fp8, 1, seed++);  /* every key identical: keys 0 … k−1 in order */
+        check_topk(90, 16, fp8, 1, seed++);  /* the same through many buffer shrinks (2k full) */
+        check_topk(257, 5, fp8, 3, 7000 + fp8); /* ties at the shrink boundary, odd k */
     }
 }
 

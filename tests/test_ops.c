@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/mem.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/device.h"
 #include "kernels/rules/exp.h"
 #include "test_ops_util.h"
 
@@ -342,8 +343,18 @@ static void test_backend(void **state) {
     assert_ptr_equal(be->rope_backward, dsa_cpu_rope_backward);
     assert_ptr_equal(be->cross_entropy_backward, dsa_cpu_cross_entropy_backward);
     assert_ptr_equal(be->adamw_step, dsa_cpu_adamw_step);
-    assert_fails_with(dsa_backend_get("cuda", &be), DSA_ERR_DEVICE, "not built yet");
-    assert_null(be);
+    /* "cuda": the table where this build has it and a GPU is visible, else the device
+     * query's reason (no driver, no device, or no CUDA in this build) */
+    DsaCudaInfo cuda;
+    dsa_device_cuda_query(&cuda);
+    if (cuda.compiled && cuda.device_count > 0 && cuda.cc_major >= 9) {
+        assert_ok(dsa_backend_get("cuda", &be));
+        assert_string_equal(be->name, "cuda");
+    } else {
+        assert_fails_with(dsa_backend_get("cuda", &be), DSA_ERR_DEVICE, "device \"cuda\" is not available");
+        test_msg_has(cuda.device_count > 0 ? "compute capability" : cuda.why_unavailable, "use \"cpu\"", NULL);
+        assert_null(be);
+    }
     assert_fails_with(dsa_backend_get("tpu", &be), DSA_ERR_CONFIG, "\"cpu\" and \"cuda\"");
     assert_fails_with(dsa_backend_get("", &be), DSA_ERR_CONFIG, "device \"\" is unknown");
     assert_fails_with(dsa_backend_get("CPU", &be), DSA_ERR_CONFIG, "unknown");

@@ -1,5 +1,5 @@
-/* backend_cpu.c: the CPU reference backend's table, the backend lookup by name and the
- * thread control (kernels/backend.h).
+/* backend_cpu.c: the CPU reference backend's table and its thread control
+ * (kernels/backend.h; the lookup by name is kernels/backend_registry.c).
  *
  * The table holds the dsa_cpu_* ops of kernels/cpu/ops.h (the executable form of the
  * DSA-SPEC §4 math the CUDA backend is tested against). Threads: one count for our
@@ -8,7 +8,6 @@
  */
 #include <cblas.h>
 #include <omp.h>
-#include <string.h>
 
 #include "kernels/cpu/ops.h"
 
@@ -52,22 +51,6 @@ static const DsaBackend cpu_backend = {
 };
 
 const DsaBackend *dsa_backend_cpu(void) { return &cpu_backend; }
-
-DsaStatus dsa_backend_get(const char *name, const DsaBackend **out) {
-    DSA_ASSERT(name && out);
-    *out = NULL;
-    if (!strcmp(name, "cpu")) {
-        *out = &cpu_backend;
-        return DSA_OK;
-    }
-    if (!strcmp(name, "sim")) {
-        *out = dsa_backend_sim();
-        return DSA_OK;
-    }
-    if (!strcmp(name, "cuda"))
-        DSA_FAIL(DSA_ERR_DEVICE, "device \"cuda\": the CUDA training backend is not built yet; use \"cpu\"");
-    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\" and \"cuda\" (and \"sim\", the test device)", name);
-}
 
 void dsa_backend_cpu_set_threads(int threads) {
     int n = threads > 0 ? threads : omp_get_num_procs();

@@ -21,7 +21,7 @@
 #include "kernels/rules/softmax.h"
 #include "kernels/rules/topk_order.h"
 
-enum { DSA_RULES_CHECK_OUTPUTS = 27 };
+enum { DSA_RULES_CHECK_OUTPUTS = 29 };
 
 /* Every rule on the input pair (x, y): out[0 .. DSA_RULES_CHECK_OUTPUTS). The arithmetic
  * that derives further inputs uses hd.h's dsa_rn_* too, so nvcc cannot contract it. */
@@ -57,6 +57,9 @@ static DSA_HD void rules_eval(float x, float y, float *out) {
     out[25] = dsa_rn_add(dsa_rn_sqrt(ay), dsa_fma_rule(x, y, 1.0f));
     const float q2[4] = {x, y, ay, ax}, k2[2] = {y, x}, w2[2] = {0.5f, ay};
     out[26] = dsa_index_score(q2, w2, k2, 2, 2, 0.25f, 1, 0);
+    const uint64_t ok = dsa_topk_order_key(x, 5);
+    out[27] = dsa_float_of((uint32_t)(ok >> 32) ^ (uint32_t)ok);
+    out[28] = dsa_topk_order_cand(ok).score;
 }
 
 /* out[i · DSA_RULES_CHECK_OUTPUTS ...] for the pairs (x[i], y[i]), i < n: one thread each. */

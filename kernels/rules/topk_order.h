@@ -50,4 +50,22 @@ static inline DSA_HD uint32_t dsa_topk_radix_key(float score) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* The whole selection order as one integer (DSA-SPEC §5.4), for a select over 64-bit keys:
+ * order_key(a) > order_key(b) iff a ranks before b. The score's radix key above, then the
+ * complement of the index below it (the lower index ranks first); index >= 0, so distinct
+ * indices give distinct keys and a row's keys have no ties. 0 is below every key of a
+ * real candidate (the radix key of −inf is 0x007fffff), so it pads a sort. */
+static inline DSA_HD uint64_t dsa_topk_order_key(float score, int32_t index) {
+    return ((uint64_t)dsa_topk_radix_key(score) << 32) | (uint64_t)(0xffffffffu - (uint32_t)index);
+}
+
+/* The candidate of an order key (its inverse; −0.0 comes back as +0.0). */
+static inline DSA_HD DsaTopkCand dsa_topk_order_cand(uint64_t key) {
+    const uint32_t r = (uint32_t)(key >> 32);
+    DsaTopkCand c;
+    c.score = dsa_float_of((r & 0x80000000u) ? (r & 0x7fffffffu) : ~r);
+    c.index = (int32_t)(0xffffffffu - (uint32_t)key);
+    return c;
+}
+
 #endif

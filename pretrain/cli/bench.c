@@ -32,7 +32,8 @@ static void usage_top(FILE *out) {
             "  loader   streaming loader throughput vs a plain read of the same tokens and bare zstd\n"
             "  train    whole training steps of a config's model: tokens/s, GFLOP/s, peak memory\n"
             "  gemm     the machine's single-precision GEMM rate through OpenBLAS\n"
-            "  dsa      one training step with dense attention vs sparse top-k attention, by length\n");
+            "  dsa      one training step with dense attention vs sparse top-k attention, by length\n"
+            "  topk     the indexer's streaming top-k vs scoring the same pairs alone\n");
 }
 
 static void usage_loader(FILE *out) {
@@ -342,7 +343,8 @@ int cli_bench(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cli_bench_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "gemm")) return cli_bench_gemm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "dsa")) return cli_bench_dsa(argc - 1, argv + 1);
-    static const char *const names[] = {"loader", "train", "gemm", "dsa", NULL};
+    if (!strcmp(argv[1], "topk")) return cli_bench_topk(argc - 1, argv + 1);
+    static const char *const names[] = {"loader", "train", "gemm", "dsa", "topk", NULL};
     const char *guess = dsa_closest_word(argv[1], names);
     fprintf(stderr, "dsa bench: unknown benchmark \"%s\"%s%s%s\n\n", argv[1], guess ? "; did you mean \"" : "",
             guess ? guess : "", guess ? "\"?" : "");

@@ -19,6 +19,7 @@ int cli_bench(int argc, char **argv);   /* benchmarks: loader, train, gemm */
 int cli_bench_train(int argc, char **argv); /* training-step throughput (bench_train.c) */
 int cli_bench_gemm(int argc, char **argv);  /* OpenBLAS SGEMM rate (bench_train.c) */
 int cli_bench_dsa(int argc, char **argv);   /* dense vs sparse training step (bench_dsa.c) */
+int cli_bench_topk(int argc, char **argv);  /* indexer top-k vs scoring alone (bench_topk.c) */
 /* Common start of `dsa bench train|dsa`: set the CPU threads, load and validate the config
  * (`path` with `--set` overrides) into *cfg (dsa_calloc'ed, even on failure, or NULL),
  * refuse a model without indexer when need_indexer, and with `record` open it for

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/log.h"
 #include "pretrain/cli/cli.h"
 #include "pretrain/convert.h"
 
@@ -34,7 +35,7 @@ static void usage(FILE *out) {
             "  --index-head-dim D   indexer head dim d_I, a power of two >= qk_rope_head_dim (default 128)\n"
             "  --index-topk K       keys per query k (default 2048)\n"
             "  --seed S             initialization seed (default 0)\n"
-            "  --quiet              no progress lines\n"
+            "  --quiet              no progress or log lines (warnings and the result line stay)\n"
             "  -h, --help           this text\n\n"
             "examples:\n"
             "  dsa convert hf/DeepSeek-V3.1-Terminus --out runs/v31\n"
@@ -99,6 +100,7 @@ int cli_convert(int argc, char **argv) {
     }
     if (rc < 0) {
         char written[1100];
+        if (!progress) dsa_log_set_level(DSA_LOG_WARN); /* --quiet: no log lines but warnings, as export */
         DsaStatus st = dsa_convert_import(src, out, add ? &o : NULL, progress, written, sizeof written);
         if (st == DSA_OK) printf("converted: %s\n", written);
         rc = cli_report("convert", st);

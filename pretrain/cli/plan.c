@@ -274,8 +274,10 @@ static void print_layer_check(const DsaConfig *cfg, const DsaPlanLayerCheck *c, 
     char table[2048];
     dsa_plan_format_bytes(&c->one, gpu_mem, table, sizeof table);
     fputs(table, stdout);
-    printf("  layers that fit: %lld without recompute, %lld with recompute\n", (long long)c->layers_fit,
-           (long long)c->layers_fit_recompute);
+    printf("  layers that fit: %lld%s without recompute, %lld%s with recompute (the model has %lld)\n",
+           (long long)c->layers_fit, c->layers_fit == c->layers_total ? " (all)" : "",
+           (long long)c->layers_fit_recompute, c->layers_fit_recompute == c->layers_total ? " (all)" : "",
+           (long long)c->layers_total);
 }
 
 static cJSON *layer_json(const DsaPlanLayerCheck *c) {
@@ -297,6 +299,7 @@ static cJSON *layer_json(const DsaPlanLayerCheck *c) {
     cJSON_AddBoolToObject(o, "fits", c->one_fits);
     cJSON_AddNumberToObject(o, "layers_fit", (double)c->layers_fit);
     cJSON_AddNumberToObject(o, "layers_fit_recompute", (double)c->layers_fit_recompute);
+    cJSON_AddNumberToObject(o, "layers_total", (double)c->layers_total);
     return o;
 }
 

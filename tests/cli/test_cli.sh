@@ -85,3 +85,9 @@ u32_file "$work/bad.u32" 1 2 5000 0
 expect_output "pack names an out-of-range token" "5000" "$DSA" pack --format u32 --vocab-size 1000 --eos-id 0 --out "$work/bad/part" --quiet "$work/bad.u32"
 expect_output "pack warns when a shard would have too many chunks to open quickly" "chunks per shard" \
   "$DSA" pack --format synthetic --tokens 64Ki --doc-tokens 16Ki --chunk-tokens 4 --shard-tokens 64Ki --out "$work/many/part" --quiet
+
+# ---- dsa bench topk: a small run checks its selections against a full sort, then times --
+expect_output "bench topk runs, verified, on a small shape" '"bench":"topk".*"seq_len":300.*"topk":64' \
+  "$DSA" bench topk --config configs/tiny-dsa.json --seq-len 300 --topk 64 --reps 1 --json
+expect_rc 2 "bench topk without --config is a usage error" "$DSA" bench topk --seq-len 300
+expect_output "bench topk refuses a bad --topk list by name" "--topk" "$DSA" bench topk --config configs/tiny-dsa.json --topk 0

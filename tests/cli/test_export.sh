@@ -192,7 +192,10 @@ gen --out "$g/bf16" --dtype bf16 --seed 2 --f32-copy "$g/bf16-ref" || not_ok "ge
 gen --out "$g/f16" --dtype f16 --seed 3 --shard-size 1000000 --f32-copy "$g/f16-ref" || not_ok "generate f16"
 expect_output "the FP8 source has several shards and an index" '"weight_map"' cat "$g/fp8/model.safetensors.index.json"
 expect_output "convert an FP8 sharded checkpoint; the MTP layer is skipped with one log line" \
-  "skipping the MTP layer model.layers.2.\* \(16 tensors" "$DSA" convert "$g/fp8" --out "$work/c-fp8" --quiet
+  "skipping the MTP layer model.layers.2.\* \(16 tensors" "$DSA" convert "$g/fp8" --out "$work/c-fp8"
+"$DSA" convert "$g/fp8" --out "$work/c-fp8-quiet" --quiet > "$last_out" 2>&1
+if [ "$(cat "$last_out")" = "converted: $work/c-fp8-quiet/converted" ]; then ok "convert --quiet prints only the result line"
+else not_ok "convert --quiet prints only the result line"; fi
 expect_output "the FP8 import equals the generator's Python dequantization exactly" "identical" \
   st same "$work/c-fp8/converted" "$g/fp8-ref"
 expect_output "the converted config drops MTP" '^0$' jkey "$work/c-fp8/converted/config.json" num_nextn_predict_layers

@@ -100,8 +100,12 @@ d = json.load(open(sys.argv[1]))
 att = [c for c in d["layer_check"] if c["block"] == "attention"]
 assert [c["stage"] for c in att] == [0, 1] and all(c["fits"] and c["bytes"]["total"] <= 80e9 for c in att), att
 assert all(c["layers_fit"] >= 1 for c in att)
+assert all(1 <= c["layers_fit"] <= c["layers_fit_recompute"] <= c["layers_total"] == 61 for c in att), att
 ' "$work/layer.json" > "$last_out" 2>&1; then ok "--layer --json: one V3.2 attention layer at 128K fits 80 GB, warm-up and sparse"
 else not_ok "--layer --json: one V3.2 attention layer at 128K fits 80 GB, warm-up and sparse"; fi
+expect_output "--layer: the warm-up attention layer fits every layer of V3.2, capped at the model's 61" \
+  "layers that fit: 61 \\(all\\) without recompute, 61 \\(all\\) with recompute \\(the model has 61\\)" \
+  "$DSA" plan --config "$v32" --layer --seq 131072 --stage warmup
 expect_output "--gpu-mem 40GB: the sparse-stage layer no longer fits" "layers that fit: 0 without recompute, 0 with" \
   "$DSA" plan --config "$v32" --layer --seq 131072 --gpu-mem 40GB --stage sparse
 
