@@ -137,7 +137,7 @@ ifeq ($(NCCL),1)
 $(BUILD)/obj/kernels/comm_nccl.o: CFLAGS += -DDSA_HAVE_NCCL=1 -I$(dir $(NCCL_H)) -I$(CUDA_HOME)/include
 endif
 
-LIB_DIRS := core data kernels kernels/cpu indexer pretrain pretrain/cli checkpoints
+LIB_DIRS := core data kernels kernels/cpu kernels/sim indexer pretrain pretrain/cli checkpoints
 LIB_SRCS := $(filter-out pretrain/cli/main.c data/h5z_zstd_plugin.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 CU_SRCS  := $(if $(filter 1,$(CUDA)),$(wildcard kernels/cuda/*.cu))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.cu.o)

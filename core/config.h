@@ -129,7 +129,8 @@ typedef struct {
     int64_t checkpoint_every; /* steps; 0 = only at the end */
     int64_t log_every;
     int64_t threads;                   /* CPU threads; 0 = all cores */
-    char device[DSA_CONFIG_NAME_CAP];  /* "cpu" | "cuda" */
+    char device[DSA_CONFIG_NAME_CAP];  /* "cpu" | "cuda" | "sim" (the test device, kernels/sim/) */
+    char precision[DSA_CONFIG_NAME_CAP]; /* "fp32" (default) | "bf16" (bf16 storage, fp32 master and sums; cuda) */
     bool indexer_fp8;    /* FP8 round trip of the indexer's q and k (DSA-SPEC §5.2); default true */
     int64_t recall_rows; /* sparse stages: query rows per sequence on which top-k recall is measured */
 } DsaTrainConfig;

@@ -31,7 +31,8 @@ static const char *const fp8_formats[] = {"e4m3", NULL};
 static const char *const act_schemes[] = {"dynamic", NULL};
 static const char *const scale_formats[] = {"ue8m0", NULL};
 static const char *const schedules[] = {"constant", "cosine", NULL};
-static const char *const devices[] = {"cpu", "cuda", NULL};
+static const char *const devices[] = {"cpu", "cuda", "sim", NULL};
+static const char *const precisions[] = {"fp32", "bf16", NULL};
 static const char *const attentions[] = {"dense", "sparse", NULL};
 static const char *const trainables[] = {"indexer", "all", NULL};
 
@@ -215,6 +216,7 @@ static const KeyDesc train_keys[] = {
     {K_INT(DsaTrainConfig, log_every, 1, 1)},
     {K_INT(DsaTrainConfig, threads, 0, 0)},
     {K_STR(DsaTrainConfig, device, "cpu", devices)},
+    {K_STR(DsaTrainConfig, precision, "fp32", precisions)},
     {K_BOOL(DsaTrainConfig, indexer_fp8, true)},
     {K_INT(DsaTrainConfig, recall_rows, 64, 0)},
 };

@@ -92,9 +92,11 @@ void dsa_rope_neox(float *x, const float *cos, const float *sin, int64_t n, int6
                    int64_t dim, int64_t rope_dim, bool inverse);
 
 /* The indexer's op table of the CPU reference backend (indexer/ops.c): the functions
- * above. dsa_indexer_ops_get gives the table of the backend named `be->name` ("cpu";
+ * above. dsa_indexer_ops_get gives the table of the backend named `be->name` ("cpu", "sim";
  * "cuda" where built): DSA_ERR_DEVICE when that backend has no indexer entries. */
 const DsaIndexerOps *dsa_indexer_ops_cpu(void);
+/* The simulated device's table (indexer/ops_sim.c, kernels/sim/sim.h). */
+const DsaIndexerOps *dsa_indexer_ops_sim(void);
 DsaStatus dsa_indexer_ops_get(const DsaBackend *be, const DsaIndexerOps **out);
 
 #endif

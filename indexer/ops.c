@@ -1,6 +1,7 @@
 /* ops.c: the indexer's op table (kernels/indexer_ops.h) of the CPU reference backend, and
  * the lookup of a backend's table by name: the registry of indexer entries (DESIGN.md,
- * Backends). The CPU entries are the functions of indexer.h, unchanged; the CUDA table is
+ * Backends). The CPU entries are the functions of indexer.h, unchanged; the sim entries
+ * (ops_sim.c) wrap them for the simulated device; the CUDA table is
  * kernels/cuda/indexer_ops.cu's, where built.
  */
 #include <string.h>
@@ -27,6 +28,10 @@ DsaStatus dsa_indexer_ops_get(const DsaBackend *be, const DsaIndexerOps **out) {
     *out = NULL;
     if (!strcmp(be->name, "cpu")) {
         *out = &cpu_indexer_ops;
+        return DSA_OK;
+    }
+    if (!strcmp(be->name, "sim")) {
+        *out = dsa_indexer_ops_sim();
         return DSA_OK;
     }
 #ifdef DSA_HAVE_CUDA /* the registry: the one place a backend's #ifdef may live (DESIGN.md) */

@@ -55,8 +55,10 @@ typedef struct {
     float bias_correction2;  /* 1 − beta2^step */
 } DsaAdamWParams;
 
+struct DsaMoeOps; /* kernels/moe_ops.h */
+
 typedef struct DsaBackend {
-    const char *name; /* "cpu", "cuda" */
+    const char *name; /* "cpu", "sim", "cuda" */
 
     /* ---- memory (DESIGN.md "Backends": the device model) ----------------------------
      * Every pointer an op below reads or writes is the backend's memory, obtained from
@@ -77,6 +79,16 @@ typedef struct DsaBackend {
     void (*synchronize)(void);  /* the host waits for everything issued */
     /* Device bytes free and total (CPU: the process's view of host memory, 0 when unknown). */
     void (*memory_info)(size_t *free_bytes, size_t *total_bytes);
+    /* true when `alloc` returns memory the host may read and write in place (CPU): host
+     * code then uses a buffer directly instead of staging it through upload / download
+     * (pretrain/host_view.h). false (the default) for every device backend. */
+    bool host_memory;
+    /* true when the backend computes train.precision "bf16" (bf16 storage, fp32 master
+     * weights and accumulation); false: fp32 only (CPU, sim). */
+    bool bf16;
+    /* MoE routing, dispatch and combine (kernels/moe_ops.h) on this backend's memory;
+     * NULL: the backend runs no MoE layer (dsa_model_init refuses a MoE model by name). */
+    const struct DsaMoeOps *moe;
 
     /* Linear layer with the HF storage W[out, in]: y[N, out] = x[N, in] · Wᵀ. */
     void (*linear_forward)(float *y, const float *x, const float *w, int64_t n, int64_t in,
@@ -179,7 +191,12 @@ typedef struct DsaBackend {
 /* The CPU reference backend (always available). */
 const DsaBackend *dsa_backend_cpu(void);
 
-/* Look a backend up by name ("cpu"; "cuda" where built). DSA_ERR_CONFIG naming the
+/* The simulated device (kernels/sim/): the CPU ops on memory the host cannot dereference,
+ * for tests that prove the host loop touches backend memory only through the memory
+ * entries. */
+const DsaBackend *dsa_backend_sim(void);
+
+/* Look a backend up by name ("cpu", "sim"; "cuda" where built). DSA_ERR_CONFIG naming the
  * choices when unknown, DSA_ERR_DEVICE when compiled out or no device is present. */
 DsaStatus dsa_backend_get(const char *name, const DsaBackend **out);
 

@@ -2,7 +2,8 @@
  * one place outside kernels/cuda/ that knows whether this build has the CUDA backend
  * (DSA_HAVE_CUDA, set by the Makefile when nvcc is found; DESIGN.md "Backends").
  *
- * "cpu" is always there. "cuda" is the CUDA backend's table when this build carries it
+ * "cpu" is always there, and "sim", the test device (the CPU ops on pointers the host cannot
+ * dereference). "cuda" is the CUDA backend's table when this build carries it
  * and the process sees a usable GPU; otherwise DSA_ERR_DEVICE with the reason (the
  * device query's: no driver, no device, too old a GPU, or a build without CUDA), so a
  * CPU-only machine runs everything that asks for "cpu" and a clear refusal otherwise.
@@ -35,11 +36,15 @@ DsaStatus dsa_backend_get(const char *name, const DsaBackend **out) {
         *out = dsa_backend_cpu();
         return DSA_OK;
     }
+    if (!strcmp(name, "sim")) { /* the test device (kernels/sim/sim.h) */
+        *out = dsa_backend_sim();
+        return DSA_OK;
+    }
     if (!strcmp(name, "cuda")) {
         char why[320];
         *out = cuda_backend(why, sizeof why);
         if (*out) return DSA_OK;
         DSA_FAIL(DSA_ERR_DEVICE, "device \"cuda\" is not available: %s; use \"cpu\"", why);
     }
-    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\" and \"cuda\"", name);
+    DSA_FAIL(DSA_ERR_CONFIG, "device \"%s\" is unknown; the choices are \"cpu\" and \"cuda\" (and \"sim\", the test device)", name);
 }

@@ -21,6 +21,7 @@
 
 #include "core/checked.h"
 #include "core/mem.h"
+#include "pretrain/host_view.h"
 #include "pretrain/model_internal.h"
 
 DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBackend *be) {
@@ -30,11 +31,17 @@ DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBacken
     if (cfg->has_moe && cfg->n_routed_experts > 4096)
         DSA_FAIL(DSA_ERR_CONFIG, "model.n_routed_experts = %lld: at most 4096 routed experts are supported",
                  (long long)cfg->n_routed_experts);
+    if (cfg->has_moe && !be->moe)
+        DSA_FAIL(DSA_ERR_DEVICE, "backend \"%s\" has no MoE entries (kernels/moe_ops.h), and the model has %lld routed "
+                 "experts: run it on \"cpu\"", be->name, (long long)cfg->n_routed_experts);
+    if (cfg->has_indexer) DSA_TRY(dsa_indexer_ops_get(be, &m->ix));
     DSA_TRY(dsa_param_table_build(&m->table, cfg));
     size_t bytes = (size_t)m->table.total * sizeof(float);
     int rows = (int)cfg->num_hidden_layers + 1;
-    m->params = dsa_calloc((size_t)m->table.total, sizeof(float));
-    m->grads = dsa_calloc((size_t)m->table.total, sizeof(float));
+    /* parameters and gradients are backend memory (zero-filled): the host reaches them only
+     * through the memory entries (pretrain/host_view.h) */
+    m->params = be->alloc(bytes);
+    m->grads = be->alloc(bytes);
     m->requires_grad = dsa_calloc((size_t)m->table.count, sizeof(bool));
     m->w = dsa_calloc((size_t)rows * DSA_W_SLOT_COUNT, sizeof(float *));
     m->idx_stats = dsa_calloc((size_t)cfg->num_hidden_layers, sizeof(DsaIndexerLoss));
@@ -68,7 +75,7 @@ DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBacken
 }
 
 static void free_workspace(DsaModel *m) {
-    dsa_free(m->arena, (size_t)m->arena_floats * sizeof(float));
+    if (m->arena) m->be->release(m->arena, (size_t)m->arena_floats * sizeof(float));
     dsa_free(m->acts, sizeof *m->acts * (size_t)m->cfg.num_hidden_layers);
     m->arena = NULL, m->acts = NULL, m->arena_floats = 0;
     m->batch = m->seq_len = m->ws_topk = 0;
@@ -78,8 +85,8 @@ static void free_workspace(DsaModel *m) {
 void dsa_model_free(DsaModel *m) {
     free_workspace(m);
     size_t rows = (size_t)m->cfg.num_hidden_layers + 1;
-    dsa_free(m->params, (size_t)m->table.total * sizeof(float));
-    dsa_free(m->grads, (size_t)m->table.total * sizeof(float));
+    if (m->params) m->be->release(m->params, (size_t)m->table.total * sizeof(float));
+    if (m->grads) m->be->release(m->grads, (size_t)m->table.total * sizeof(float));
     dsa_free(m->requires_grad, (size_t)m->table.count * sizeof(bool));
     dsa_free(m->w, rows * DSA_W_SLOT_COUNT * sizeof(float *));
     dsa_free(m->idx_stats, (size_t)m->cfg.num_hidden_layers * sizeof(DsaIndexerLoss));
@@ -89,6 +96,15 @@ void dsa_model_free(DsaModel *m) {
     dsa_free(m->moe_g, 3 * ne * sizeof *m->moe_g);
     dsa_param_table_free(&m->table);
     memset(m, 0, sizeof *m);
+}
+
+DsaStatus dsa_model_init_weights(DsaModel *m, uint64_t seed) {
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, m->be, m->params, (size_t)m->table.total * sizeof(float), "initial weights"));
+    dsa_param_init(&m->table, v.host, seed, m->cfg.initializer_range);
+    dsa_host_view_commit(&v, m->be, m->params);
+    dsa_host_view_close(&v);
+    return DSA_OK;
 }
 
 DsaForwardMode dsa_forward_mode_default(const DsaModelConfig *cfg) {
@@ -285,10 +301,11 @@ DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len) {
         DSA_FAIL(DSA_ERR_RANGE, "activations for %lld x %lld tokens: the workspace size overflows 64-bit arithmetic",
                  (long long)batch, (long long)seq_len);
     m->acts = dsa_calloc((size_t)d.nL, sizeof *m->acts);
-    m->arena = dsa_malloc((size_t)cv.used * sizeof(float));
+    m->arena = m->be->alloc((size_t)cv.used * sizeof(float));
     if (!m->acts || !m->arena) {
         size_t want = (size_t)cv.used * sizeof(float);
         dsa_free(m->acts, sizeof *m->acts * (size_t)d.nL);
+        if (m->arena) m->be->release(m->arena, want);
         m->acts = NULL;
         m->arena = NULL;
         DSA_FAIL(DSA_ERR_NOMEM, "activations for %lld x %lld tokens: %.2f GiB", (long long)batch,
@@ -303,26 +320,63 @@ DsaStatus dsa_model_reserve(DsaModel *m, int64_t batch, int64_t seq_len) {
     DSA_ASSERT(d.dr / 2 <= 512);
     dsa_rope_frequencies(freq, d.dr, m->cfg.rope_theta, rs->type, rs->factor, rs->original_max_position_embeddings,
                          rs->beta_fast, rs->beta_slow);
-    dsa_rope_tables(m->rope_cos, m->rope_sin, freq, d.L, d.dr);
+    const size_t half = (size_t)(d.L * d.dr / 2) * sizeof(float);
+    DsaHostView vc, vs;
+    DsaStatus st = dsa_host_view_open(&vc, m->be, m->rope_cos, half, "RoPE tables");
+    if (st == DSA_OK && (st = dsa_host_view_open(&vs, m->be, m->rope_sin, half, "RoPE tables")) != DSA_OK)
+        dsa_host_view_close(&vc);
+    if (st != DSA_OK) {
+        free_workspace(m);
+        return st;
+    }
+    dsa_rope_tables(vc.host, vs.host, freq, d.L, d.dr);
+    dsa_host_view_commit(&vc, m->be, m->rope_cos);
+    dsa_host_view_commit(&vs, m->be, m->rope_sin);
+    dsa_host_view_close(&vc);
+    dsa_host_view_close(&vs);
     return DSA_OK;
 }
 
 /* ---- forward and backward of the whole model ----------------------------------------- */
 
-DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
-                            int64_t seq_len, double *loss_sum, int64_t *count) {
-    DSA_TRY(dsa_model_reserve(m, batch, seq_len));
-    Dims d = dims_of(m);
-    const DsaBackend *be = m->be;
-    memcpy(m->inputs, inputs, (size_t)d.N * sizeof(int32_t));
-    memcpy(m->targets, targets, (size_t)d.N * sizeof(int32_t));
+static DsaStatus forward_resident(DsaModel *m, int64_t counted, double *loss_sum, int64_t *count);
+
+DsaStatus dsa_model_check_tokens(const DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t n,
+                                 int64_t *count) {
+    const int64_t V = m->cfg.vocab_size;
     int64_t counted = 0;
-    for (int64_t i = 0; i < d.N; i++) {
-        if (inputs[i] < 0 || inputs[i] >= d.V || targets[i] >= d.V)
+    for (int64_t i = 0; i < n; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V || targets[i] >= V)
             DSA_FAIL(DSA_ERR_RANGE, "token %lld of the micro-batch is %d (input) / %d (target): outside the vocabulary "
-                     "of %lld", (long long)i, inputs[i], targets[i], (long long)d.V);
+                     "of %lld", (long long)i, inputs[i], targets[i], (long long)V);
         counted += targets[i] >= 0;
     }
+    *count = counted;
+    return DSA_OK;
+}
+
+DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
+                            int64_t seq_len, double *loss_sum, int64_t *count) {
+    int64_t counted = 0;
+    DSA_TRY(dsa_model_reserve(m, batch, seq_len));
+    DSA_TRY(dsa_model_check_tokens(m, inputs, targets, batch * seq_len, &counted));
+    m->be->upload(m->inputs, inputs, (size_t)(batch * seq_len) * sizeof(int32_t));
+    m->be->upload(m->targets, targets, (size_t)(batch * seq_len) * sizeof(int32_t));
+    return forward_resident(m, counted, loss_sum, count);
+}
+
+DsaStatus dsa_model_forward_device(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
+                                   int64_t seq_len, int64_t counted, double *loss_sum, int64_t *count) {
+    DSA_TRY(dsa_model_reserve(m, batch, seq_len));
+    m->be->copy(m->inputs, inputs, (size_t)(batch * seq_len) * sizeof(int32_t));
+    m->be->copy(m->targets, targets, (size_t)(batch * seq_len) * sizeof(int32_t));
+    return forward_resident(m, counted, loss_sum, count);
+}
+
+/* The forward of the tokens already in m->inputs / m->targets. */
+static DsaStatus forward_resident(DsaModel *m, int64_t counted, double *loss_sum, int64_t *count) {
+    Dims d = dims_of(m);
+    const DsaBackend *be = m->be;
     float *h0 = d.nL ? m->acts[0].h_in : m->h_final;
     be->embedding_forward(h0, m->inputs, W(m, -1, DSA_W_EMBED), d.N, d.D);
     m->fwd_sparse = m->mode.sparse && d.K && (d.L > d.K || m->mode.mqa_always);
@@ -352,7 +406,7 @@ void dsa_model_backward(DsaModel *m, float loss_scale) {
     m->have_forward = false; /* the logits now hold gradients */
 }
 
-void dsa_model_zero_grad(DsaModel *m) { memset(m->grads, 0, (size_t)m->table.total * sizeof(float)); }
+void dsa_model_zero_grad(DsaModel *m) { m->be->fill_zero(m->grads, (size_t)m->table.total * sizeof(float)); }
 
 double dsa_model_train_flops_per_token(const DsaModelConfig *c, int64_t seq_len) {
     const double D = (double)c->hidden_size, H = (double)c->num_attention_heads;

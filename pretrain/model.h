@@ -9,7 +9,9 @@
  * against the next one.
  *
  * Ownership: a DsaModel owns its parameters, gradients and activations (one flat buffer
- * each, params.h layout). Activations are sized for one micro-batch shape
+ * each, params.h layout), all of them backend memory (be->alloc): host code reads or
+ * writes them only through the backend's memory entries (pretrain/host_view.h), and the
+ * layers call the indexer through the backend's DsaIndexerOps (m->ix). Activations are sized for one micro-batch shape
  * (batch × seq_len) by dsa_model_reserve and reused; the forward saves what the backward
  * needs (no recomputation yet), which is O(L·d) per layer and no L×L buffer (DESIGN.md
  * memory rule; attention saves only its per-head log-sum-exp).
@@ -80,6 +82,7 @@ typedef struct {
 typedef struct {
     DsaModelConfig cfg;
     const DsaBackend *be;
+    const DsaIndexerOps *ix; /* the backend's indexer entries (dsa_indexer_ops_get); NULL without an indexer */
     DsaParamTable table;
     float *params;     /* (table.total) */
     float *grads;      /* (table.total), zero-initialized */
@@ -127,6 +130,8 @@ typedef struct {
  * Refuses unsupported configs (params.h). */
 DsaStatus dsa_model_init(DsaModel *m, const DsaModelConfig *cfg, const DsaBackend *be);
 void dsa_model_free(DsaModel *m);
+/* Fresh weights: dsa_param_init(seed, model.initializer_range) on the host, uploaded. */
+DsaStatus dsa_model_init_weights(DsaModel *m, uint64_t seed);
 
 /* Allocate the activation workspace for micro-batches of batch × seq_len tokens (a no-op
  * when already sized so). Errors name the bytes wanted. */
@@ -140,6 +145,16 @@ int64_t dsa_model_workspace_bytes(const DsaModelConfig *cfg, int64_t batch, int6
  * the activations for dsa_model_backward. Reserves the workspace when needed. */
 DsaStatus dsa_model_forward(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
                             int64_t seq_len, double *loss_sum, int64_t *count);
+/* The same forward on token ids already in backend memory (inputs, targets: N int32 each,
+ * e.g. uploaded by the trainer on the copy stream; they are copied in stream order, so the
+ * caller may overwrite them once this returns). `counted` is the number of targets >= 0,
+ * from the caller's host copy, checked there with dsa_model_check_tokens. */
+DsaStatus dsa_model_forward_device(DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t batch,
+                                   int64_t seq_len, int64_t counted, double *loss_sum, int64_t *count);
+/* Host token ids of a micro-batch of n tokens: DSA_ERR_RANGE naming the first outside the
+ * vocabulary; *count = targets that count (>= 0). */
+DsaStatus dsa_model_check_tokens(const DsaModel *m, const int32_t *inputs, const int32_t *targets, int64_t n,
+                                 int64_t *count);
 /* Backward of `loss_scale · Σ losses` of the last forward; accumulates into m->grads. */
 void dsa_model_backward(DsaModel *m, float loss_scale);
 void dsa_model_zero_grad(DsaModel *m);

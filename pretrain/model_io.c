@@ -9,6 +9,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/safetensors.h"
+#include "pretrain/host_view.h"
 #include "pretrain/sizing.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -387,7 +388,13 @@ DsaStatus dsa_model_load(DsaModel *m, const char *path, const DsaBackend *be, ch
     DsaModelConfig cfg;
     DSA_TRY(dsa_model_open_dir(path, dir, cap, &cfg, &verified));
     DSA_TRY(dsa_model_init(m, &cfg, be));
-    DsaStatus st = dsa_model_read_hf(dir, &cfg, &m->table, m->params);
+    DsaHostView v;
+    DsaStatus st = dsa_host_view_open(&v, be, m->params, (size_t)m->table.total * sizeof(float), dir);
+    if (st == DSA_OK) {
+        st = dsa_model_read_hf(dir, &cfg, &m->table, v.host);
+        if (st == DSA_OK) dsa_host_view_commit(&v, be, m->params);
+        dsa_host_view_close(&v);
+    }
     if (st != DSA_OK) {
         dsa_model_free(m);
         DSA_TRY(st);

@@ -1,7 +1,7 @@
 /* model_layer.c: one layer of the DeepSeek-V3 decoder (model.h, model_internal.h),
  * forward and backward through the backend table: the MLA attention block (dense MHA
  * form, DSA-SPEC §4.1, or sparse MQA over the indexer's top-k, §4.2), the lightning
- * indexer's selection and loss (§5, §6), and the FFN (dense SwiGLU, or the MoE of
+ * indexer's selection and loss (§5, §6; through the backend's DsaIndexerOps, m->ix), and the FFN (dense SwiGLU, or the MoE of
  * pretrain/moe.h). model.c runs the layers in order.
  */
 #include "pretrain/model_internal.h"
@@ -20,8 +20,8 @@ static DsaStatus indexer_select(DsaModel *m, int l, const Dims *d) {
     DsaLayerActs *a = &m->acts[l];
     DsaIndexerShape is = indexer_shape(m, d);
     DsaIndexerWeights wt = indexer_weights(m, l);
-    dsa_indexer_forward(&m->iacts, a->x, d->dq ? a->cq : a->x, &wt, &is, m->rope_cos, m->rope_sin, m->be);
-    return dsa_indexer_topk(a->idx, m->idx_scores, &m->iacts, &is);
+    m->ix->forward(&m->iacts, a->x, d->dq ? a->cq : a->x, &wt, &is, m->rope_cos, m->rope_sin, m->be);
+    return m->ix->topk(a->idx, m->idx_scores, &m->iacts, &is);
 }
 
 /* The indexer loss of layer l (stage 1: dense, §6.2; stage 2: over S_t, §6.3) and, for
@@ -39,16 +39,16 @@ static DsaStatus indexer_train(DsaModel *m, int l, const Dims *d, bool sparse) {
     const float tau = (float)dsa_model_softmax_scale(&m->cfg);
     if (sparse) {
         DsaSparseTarget tg = {.q = a->qm, .kv = a->kvm, .lse = a->lse, .heads = d->H, .qk_dim = d->dm, .scale = tau};
-        DSA_TRY(dsa_indexer_kl_sparse(&m->idx_stats[l], m->di_q, m->di_k, m->di_w, &m->iacts, &is, &tg, a->idx,
+        DSA_TRY(m->ix->kl_sparse(&m->idx_stats[l], m->di_q, m->di_k, m->di_w, &m->iacts, &is, &tg, a->idx,
                                       m->idx_scores, gs));
-        dsa_indexer_sparse_recall(&m->idx_stats[l], &is, &tg, a->idx, m->mode.recall_rows);
+        m->ix->sparse_recall(&m->idx_stats[l], &is, &tg, a->idx, m->mode.recall_rows);
     } else {
         DsaDenseTarget tg = {.q = a->q, .k = a->k, .lse = a->lse, .heads = d->H, .qk_dim = d->dqk, .scale = tau};
-        DSA_TRY(dsa_indexer_kl_dense(&m->idx_stats[l], m->di_q, m->di_k, m->di_w, &m->iacts, &is, &tg, a->idx,
+        DSA_TRY(m->ix->kl_dense(&m->idx_stats[l], m->di_q, m->di_k, m->di_w, &m->iacts, &is, &tg, a->idx,
                                      m->idx_scores, gs));
     }
     if (gs != 0.0f)
-        dsa_indexer_backward(&g, m->di_q, m->di_k, m->di_w, &m->iacts, a->x, d->dq ? a->cq : a->x, &wt, &is,
+        m->ix->backward(&g, m->di_q, m->di_k, m->di_w, &m->iacts, a->x, d->dq ? a->cq : a->x, &wt, &is,
                              m->rope_cos, m->rope_sin, m->be);
     return DSA_OK;
 }

@@ -58,24 +58,10 @@
 
 #include "core/config.h"
 #include "kernels/backend.h"
+#include "kernels/moe_ops.h"
 
-typedef enum { DSA_MOE_SIGMOID = 0, DSA_MOE_SOFTMAX } DsaMoeScoring;
-typedef enum { DSA_MOE_NOAUX_TC = 0, DSA_MOE_GREEDY, DSA_MOE_GROUP_LIMITED_GREEDY } DsaMoeTopkMethod;
-
-/* Shape and routing rule of one MoE FFN over N tokens. */
-typedef struct {
-    int64_t tokens;       /* N */
-    int64_t dim;          /* D */
-    int64_t experts;      /* E routed experts */
-    int64_t topk;         /* K = num_experts_per_tok */
-    int64_t inter;        /* I_e = moe_intermediate_size */
-    int64_t shared_inter; /* I_s = I_e · n_shared_experts; 0 = no shared experts */
-    int64_t n_group, topk_group;
-    DsaMoeScoring scoring;
-    DsaMoeTopkMethod method;
-    bool norm_topk_prob;
-    float scaling;        /* routed_scaling_factor */
-} DsaMoeShape;
+/* DsaMoeShape, the scoring and method enums and the backend entries (routing, dispatch,
+ * combine) are in kernels/moe_ops.h. */
 
 /* The shape of model `c`'s MoE layers for N tokens (c->has_moe must be true). */
 DsaMoeShape dsa_moe_shape(const DsaModelConfig *c, int64_t tokens);
@@ -130,19 +116,21 @@ void dsa_moe_acts_carve(DsaMoeActs *a, float *buf, const DsaMoeShape *s);
 int64_t dsa_moe_scratch_floats(const DsaMoeShape *s);
 void dsa_moe_scratch_carve(DsaMoeScratch *sc, float *buf, const DsaMoeShape *s);
 
-/* Routing of N tokens from their router logits [N, E]: scores [N, E], the chosen
- * experts sel [N, K] (ascending) and their weights [N, K], by the rule of s (header
- * comment). bias [E] is read only by noaux_tc (NULL = zeros). Parallel over tokens,
- * same bits for any thread count. */
+/* The CPU reference routing (kernels/moe_ops.h route and route_backward of
+ * dsa_moe_ops_cpu) on host memory, for tests: scores [N, E], the chosen experts sel [N, K]
+ * (ascending) and their weights [N, K] from the router logits [N, E] by the rule of s
+ * (header comment); bias [E] is read only by noaux_tc (NULL = zeros). The backward gives
+ * dlogits [N, E] (overwritten) from dweight [N, K]; selection is constant: experts not
+ * chosen get ∂s = 0 (they still get ∂logit through softmax). */
 void dsa_moe_route(int32_t *sel, float *weight, float *scores, const float *logits, const float *bias,
                    const DsaMoeShape *s);
-/* The transpose of the weights' dependence on the logits: dlogits [N, E] (overwritten)
- * from dweight [N, K] = ∂loss/∂w, given the forward's sel and scores. Selection is
- * constant: experts not chosen get ∂s = 0 (they still get ∂logit through softmax). */
 void dsa_moe_route_backward(float *dlogits, const float *dweight, const int32_t *sel, const float *scores,
                             const DsaMoeShape *s);
 
-/* out [N, D] (overwritten) = MoE(x [N, D]); saves what the backward needs in a. */
+/* out [N, D] (overwritten) = MoE(x [N, D]); saves what the backward needs in a. Every
+ * pointer is backend memory: routing, dispatch and combine run through be->moe (which must
+ * be set), the GEMMs through be's linear ops; the host reads back only the E + 1 row
+ * offsets of the experts. */
 void dsa_moe_forward(float *out, DsaMoeActs *a, const float *x, const DsaMoeWeights *w, const DsaMoeShape *s,
                      DsaMoeScratch *sc, const DsaBackend *be);
 /* dx [N, D] overwritten with ∂loss/∂x from dout [N, D] = ∂loss/∂out; parameter

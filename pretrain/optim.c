@@ -1,5 +1,7 @@
 /* optim.c: AdamW with per-group clipping and the LR schedule (optim.h, DSA-SPEC §1), over
- * the whole flat layout or one rank's range of it (ZeRO-1). */
+ * the whole flat layout or one rank's range of it (ZeRO-1). The moments, parameters and
+ * gradients are backend memory: the host only launches the backend's sum_squares (a scalar
+ * back), fill_zero, scale and adamw_step. */
 #include "pretrain/optim.h"
 
 #include <math.h>
@@ -15,8 +17,8 @@ DsaStatus dsa_optim_init_range(DsaOptimizer *o, const DsaParamTable *table, cons
     o->be = be;
     o->lo = lo, o->hi = hi;
     const size_t n = (size_t)(hi - lo);
-    o->m = dsa_calloc(n ? n : 1, sizeof(float));
-    o->v = dsa_calloc(n ? n : 1, sizeof(float));
+    o->m = be->alloc((n ? n : 1) * sizeof(float)); /* backend memory, zero-filled */
+    o->v = be->alloc((n ? n : 1) * sizeof(float));
     if (!o->m || !o->v) {
         dsa_optim_free(o);
         DSA_FAIL(DSA_ERR_NOMEM, "AdamW moments: 2 x %.1f MiB", (double)n * 4 / (1 << 20));
@@ -31,8 +33,8 @@ DsaStatus dsa_optim_init(DsaOptimizer *o, const DsaParamTable *table, const DsaB
 void dsa_optim_free(DsaOptimizer *o) {
     if (o->table) {
         const size_t n = (size_t)(o->hi - o->lo);
-        dsa_free(o->m, (n ? n : 1) * sizeof(float));
-        dsa_free(o->v, (n ? n : 1) * sizeof(float));
+        if (o->m) o->be->release(o->m, (n ? n : 1) * sizeof(float));
+        if (o->v) o->be->release(o->v, (n ? n : 1) * sizeof(float));
     }
     memset(o, 0, sizeof *o);
 }
@@ -49,8 +51,8 @@ void dsa_optim_reset_group(DsaOptimizer *o, DsaParamGroup group) {
         const DsaParamInfo *p = &o->table->info[i];
         int64_t a, b;
         if (p->group != group || !piece(o, p, &a, &b)) continue;
-        memset(o->m + (a - o->lo), 0, (size_t)(b - a) * sizeof(float));
-        memset(o->v + (a - o->lo), 0, (size_t)(b - a) * sizeof(float));
+        o->be->fill_zero(o->m + (a - o->lo), (size_t)(b - a) * sizeof(float));
+        o->be->fill_zero(o->v + (a - o->lo), (size_t)(b - a) * sizeof(float));
     }
     o->group_steps[group] = 0;
 }

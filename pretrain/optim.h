@@ -28,7 +28,7 @@ typedef struct {
     const DsaParamTable *table; /* not owned */
     const DsaBackend *be;       /* not owned */
     int64_t lo, hi;             /* the range of the flat layout this optimizer updates */
-    float *m, *v;               /* (hi - lo) each, owned: m[i - lo] is element i's moment */
+    float *m, *v;               /* (hi - lo) each, owned, backend memory (be->alloc): m[i - lo] is element i's moment */
     int64_t group_steps[DSA_GROUP_COUNT]; /* AdamW updates applied to each group */
 } DsaOptimizer;
 

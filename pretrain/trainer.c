@@ -123,16 +123,54 @@ static DsaStatus open_stage_loader(Trainer *t, int stage) {
     return DSA_OK;
 }
 
-/* Fill inputs/targets with the next `mb` windows. */
-static DsaStatus next_micro_batch(Trainer *t, int64_t mb, int64_t L) {
+/* Token slots: two (inputs, targets) pairs of `tokens` ids each, on the host and on the
+ * device: while micro-batch a runs from slot a mod 2, the next one is read into the other
+ * slot and copied to the device on the copy stream (upload_async). */
+static void free_token_slots(Trainer *t) {
+    const size_t bytes = (size_t)t->io_tokens * 4 * sizeof(int32_t);
+    if (t->io_host) dsa_free(t->io_host, bytes);
+    if (t->io_dev) t->model.be->release(t->io_dev, bytes);
+    t->io_host = t->io_dev = NULL;
+    t->io_tokens = 0;
+}
+
+static DsaStatus reserve_token_slots(Trainer *t, int64_t tokens) {
+    if (t->io_tokens >= tokens) return DSA_OK;
+    free_token_slots(t);
+    const size_t bytes = (size_t)tokens * 4 * sizeof(int32_t);
+    t->io_host = dsa_malloc(bytes);
+    t->io_dev = t->model.be->alloc(bytes);
+    if (!t->io_host || !t->io_dev) {
+        if (t->io_host) dsa_free(t->io_host, bytes);
+        if (t->io_dev) t->model.be->release(t->io_dev, bytes);
+        t->io_host = t->io_dev = NULL;
+        DSA_FAIL(DSA_ERR_NOMEM, "token buffers of 2 x %lld tokens", (long long)tokens);
+    }
+    t->io_tokens = tokens;
+    return DSA_OK;
+}
+
+/* Slot k's inputs (targets follow them) in the host or the device block. */
+static int32_t *slot(int32_t *block, const Trainer *t, int k) { return block + (int64_t)k * 2 * t->io_tokens; }
+
+/* Read the next `mb` windows into host slot k, check them, and start their copy into
+ * device slot k (upload_async: the host slot stays untouched until the copy_order before
+ * the slot's forward). */
+static DsaStatus prefetch_micro_batch(Trainer *t, int k, int64_t mb, int64_t L) {
+    int32_t *in = slot(t->io_host, t, k), *tgt = in + t->io_tokens;
     for (int64_t b = 0; b < mb; b++) {
         DsaWindow w;
         DSA_TRY(dsa_loader_next(t->loader, &w));
         for (int64_t i = 0; i < L; i++) {
-            t->inputs[b * L + i] = (int32_t)w.tokens[i];
-            t->targets[b * L + i] = (int32_t)w.tokens[i + 1];
+            in[b * L + i] = (int32_t)w.tokens[i];
+            tgt[b * L + i] = (int32_t)w.tokens[i + 1];
         }
     }
+    DSA_TRY(dsa_model_check_tokens(&t->model, in, tgt, mb * L, &t->io_counted[k]));
+    const DsaBackend *be = t->model.be;
+    int32_t *din = slot(t->io_dev, t, k);
+    be->upload_async(din, in, (size_t)(mb * L) * sizeof(int32_t));
+    be->upload_async(din + t->io_tokens, tgt, (size_t)(mb * L) * sizeof(int32_t));
     return DSA_OK;
 }
 
@@ -220,15 +258,7 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     const int64_t accum = s->global_batch / (mb * comm->world);
     double t0 = dsa_time_now();
     DSA_TRY(open_stage_loader(t, stage));
-    if (t->io_tokens < mb * L) {
-        dsa_free(t->inputs, (size_t)t->io_tokens * sizeof(int32_t));
-        dsa_free(t->targets, (size_t)t->io_tokens * sizeof(int32_t));
-        t->io_tokens = 0;
-        t->inputs = dsa_malloc((size_t)(mb * L) * sizeof(int32_t));
-        t->targets = dsa_malloc((size_t)(mb * L) * sizeof(int32_t));
-        if (!t->inputs || !t->targets) DSA_FAIL(DSA_ERR_NOMEM, "token buffers of %lld tokens", (long long)(mb * L));
-        t->io_tokens = mb * L;
-    }
+    DSA_TRY(reserve_token_slots(t, mb * L));
     /* what trains (DSA-SPEC §1): "indexer" freezes the main model, "all" trains both,
      * the main model by the LM loss and the indexer by its KL (§6.4) */
     DsaModel *m = &t->model;
@@ -252,13 +282,19 @@ static DsaStatus train_step(Trainer *t, int stage, int64_t stage_start) {
     dsa_model_zero_grad(m);
     double loss_sum = 0;
     int64_t count = 0;
+    DSA_TRY(prefetch_micro_batch(t, 0, mb, L));
     for (int64_t a = 0; a < accum; a++) {
-        DSA_TRY(next_micro_batch(t, mb, L));
+        const int k = (int)(a & 1);
         double ls = 0;
         int64_t n = 0;
-        DSA_TRY(dsa_model_forward(m, t->inputs, t->targets, mb, L, &ls, &n));
+        m->be->copy_order(); /* slot k's upload is complete before the forward reads it */
+        const int32_t *din = slot(t->io_dev, t, k);
+        DSA_TRY(dsa_model_forward_device(m, din, din + t->io_tokens, mb, L, t->io_counted[k], &ls, &n));
         /* warm-up: no LM backward through the frozen model (§6.2) */
         if (train_main) dsa_model_backward(m, scale);
+        /* the next micro-batch is read and copied while this backward runs (the other slot:
+         * its last reader, the forward's copy, finished before that forward returned its loss) */
+        if (a + 1 < accum) DSA_TRY(prefetch_micro_batch(t, 1 - k, mb, L));
         loss_sum += ls;
         count += n;
     }
@@ -323,8 +359,7 @@ static bool has_latest(const char *out_dir) {
 static void trainer_free(Trainer *t) {
     if (t->loader) dsa_loader_close(t->loader);
     if (t->metrics) fclose(t->metrics);
-    dsa_free(t->inputs, (size_t)t->io_tokens * sizeof(int32_t));
-    dsa_free(t->targets, (size_t)t->io_tokens * sizeof(int32_t));
+    free_token_slots(t);
     dsa_free(t->trainable, (size_t)t->model.table.count * sizeof(bool));
     dsa_optim_free(&t->optim);
     dsa_model_free(&t->model);
@@ -338,6 +373,11 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     DSA_TRY(check_supported(cfg));
     const DsaBackend *be = NULL;
     DSA_TRY(dsa_backend_get(cfg->train.device, &be));
+    if (!strcmp(cfg->train.precision, "bf16") && !be->bf16)
+        DSA_FAIL(DSA_ERR_CONFIG,
+                 "%s: train.precision = \"bf16\", but the %s backend computes in fp32 (train.device = \"%s\"): set "
+                 "train.precision to \"fp32\", or train on a device that has bf16 kernels (\"cuda\")",
+                 cfg->source, !strcmp(be->name, "cpu") ? "CPU" : be->name, be->name);
     dsa_backend_cpu_set_threads((int)cfg->train.threads);
 
     Trainer t;
@@ -406,7 +446,7 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
         if (opts->init_from) {
             DSA_TRY_GOTO(st, trainer_load_init_weights(&t, opts->init_from), out);
         } else {
-            dsa_param_init(&t.model.table, t.model.params, (uint64_t)cfg->train.seed, cfg->model.initializer_range);
+            DSA_TRY_GOTO(st, dsa_model_init_weights(&t.model, (uint64_t)cfg->train.seed), out);
         }
     }
     DSA_TRY_GOTO(st, t.comm->ops->barrier(t.comm), out); /* every rank checked out_dir before rank 0 writes */

@@ -33,8 +33,10 @@ typedef struct {
     bool have_cursor; /* resume: seek the next loader of cursor_stage to cursor */
     int cursor_stage;
     DsaLoaderCursor cursor; /* as saved: rank 0's cursor of a run of cursor.world ranks */
-    int32_t *inputs, *targets; /* (micro_batch · seq_len) */
-    int64_t io_tokens;         /* capacity of inputs/targets */
+    /* token slots (trainer.c): 2 x (inputs, targets) of io_tokens ids, host and device */
+    int32_t *io_host, *io_dev;
+    int64_t io_tokens;
+    int64_t io_counted[2];     /* targets >= 0 in each slot */
     FILE *metrics;
     double last_loss, last_lr;
     int64_t tokens_seen;

@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "kernels/backend.h"
+#include "pretrain/host_view.h"
 #include "pretrain/model_io.h"
 #include "pretrain/trainer_internal.h"
 
@@ -83,16 +84,25 @@ static DsaStatus write_optimizer_shard(Trainer *t, DsaCheckpointWriter *w) {
     snprintf(hi, sizeof hi, "%lld", (long long)t->optim.hi);
     snprintf(total, sizeof total, "%lld", (long long)t->model.table.total);
     const int64_t n = t->optim.hi - t->optim.lo;
-    DsaStTensorRef refs[2] = {
-        {.name = "exp_avg", .dtype = DSA_F32, .ndim = 1, .shape = {n}, .data = t->optim.m},
-        {.name = "exp_avg_sq", .dtype = DSA_F32, .ndim = 1, .shape = {n}, .data = t->optim.v},
-    };
-    const char *keys[] = {"shard_lo", "shard_hi", "total"}, *vals[] = {lo, hi, total};
-    return dsa_safetensors_write(dsa_checkpoint_file(w, name, path, sizeof path), refs, 2, keys, vals, 3);
+    const DsaBackend *be = t->model.be;
+    DsaHostView vm = {0}, vv = {0};
+    DsaStatus st = dsa_host_view_open(&vm, be, t->optim.m, (size_t)n * sizeof(float), "checkpoint AdamW moments");
+    if (st == DSA_OK) st = dsa_host_view_open(&vv, be, t->optim.v, (size_t)n * sizeof(float), "checkpoint AdamW moments");
+    if (st == DSA_OK) {
+        DsaStTensorRef refs[2] = {
+            {.name = "exp_avg", .dtype = DSA_F32, .ndim = 1, .shape = {n}, .data = vm.host},
+            {.name = "exp_avg_sq", .dtype = DSA_F32, .ndim = 1, .shape = {n}, .data = vv.host},
+        };
+        const char *keys[] = {"shard_lo", "shard_hi", "total"}, *vals[] = {lo, hi, total};
+        st = dsa_safetensors_write(dsa_checkpoint_file(w, name, path, sizeof path), refs, 2, keys, vals, 3);
+    }
+    dsa_host_view_close(&vm);
+    dsa_host_view_close(&vv);
+    return st;
 }
 
 /* The weights as an HF directory of shards (world > 1; checkpoints/hf.h's writer). */
-static DsaStatus write_weights_sharded(Trainer *t, DsaCheckpointWriter *w) {
+static DsaStatus write_weights_sharded(Trainer *t, DsaCheckpointWriter *w, const float *params) {
     const DsaParamTable *tab = &t->model.table;
     const uint64_t cap = t->opts->weights_shard_bytes ? t->opts->weights_shard_bytes : 5000000000ULL;
     DsaHfWriter hw;
@@ -102,7 +112,7 @@ static DsaStatus write_weights_sharded(Trainer *t, DsaCheckpointWriter *w) {
         st = dsa_hf_writer_plan(&hw, tab->info[i].name, DSA_F32, tab->info[i].ndim, tab->info[i].shape);
     if (st == DSA_OK) st = dsa_hf_writer_start(&hw);
     for (int i = 0; i < tab->count && st == DSA_OK; i++)
-        st = dsa_hf_writer_put(&hw, tab->info[i].name, t->model.params + tab->info[i].offset);
+        st = dsa_hf_writer_put(&hw, tab->info[i].name, params + tab->info[i].offset);
     if (st == DSA_OK) st = dsa_hf_writer_finish(&hw);
     dsa_hf_writer_abort(&hw); /* after finish it only frees */
     return st;
@@ -114,12 +124,25 @@ static DsaStatus write_rank0_files(Trainer *t, DsaCheckpointWriter *w, int stage
     char path[1400];
     char *text = NULL;
     DsaStatus st = DSA_OK;
-    if (t->comm->world > 1) DSA_TRY(write_weights_sharded(t, w));
-    else DSA_TRY(dsa_model_write_weights(dsa_checkpoint_file(w, "model.safetensors", path, sizeof path),
-                                         &t->model.table, t->model.params));
-    if (t->comm->world == 1)
-        DSA_TRY(dsa_model_write_state(dsa_checkpoint_file(w, "optimizer.safetensors", path, sizeof path),
-                                      &t->model.table, "exp_avg.", t->optim.m, "exp_avg_sq.", t->optim.v));
+    /* the weights and (one rank) the moments as the host sees them (host_view.h: in place
+     * on the CPU) */
+    const DsaBackend *be = t->model.be;
+    const size_t bytes = (size_t)t->model.table.total * sizeof(float);
+    DsaHostView vp = {0}, vm = {0}, vv = {0};
+    DSA_TRY_GOTO(st, dsa_host_view_open(&vp, be, t->model.params, bytes, "checkpoint weights"), out);
+    if (t->comm->world > 1) DSA_TRY_GOTO(st, write_weights_sharded(t, w, vp.host), out);
+    else DSA_TRY_GOTO(st, dsa_model_write_weights(dsa_checkpoint_file(w, "model.safetensors", path, sizeof path),
+                                                  &t->model.table, vp.host), out);
+    dsa_host_view_close(&vp);
+    if (t->comm->world == 1) { /* the whole range: hi - lo = total */
+        DSA_TRY_GOTO(st, dsa_host_view_open(&vm, be, t->optim.m, bytes, "checkpoint AdamW moments"), out);
+        DSA_TRY_GOTO(st, dsa_host_view_open(&vv, be, t->optim.v, bytes, "checkpoint AdamW moments"), out);
+        DSA_TRY_GOTO(st, dsa_model_write_state(dsa_checkpoint_file(w, "optimizer.safetensors", path, sizeof path),
+                                               &t->model.table, "exp_avg.", vm.host, "exp_avg_sq.", vv.host),
+                     out);
+        dsa_host_view_close(&vm);
+        dsa_host_view_close(&vv);
+    }
     DSA_TRY_GOTO(st, dsa_model_config_to_hf_json(&cfg->model, &text), out);
     DSA_TRY_GOTO(st, dsa_checkpoint_write_text(w, "config.json", text), out);
     free(text);
@@ -128,6 +151,9 @@ static DsaStatus write_rank0_files(Trainer *t, DsaCheckpointWriter *w, int stage
     DSA_TRY_GOTO(st, dsa_checkpoint_write_text(w, "run_config.json", text), out);
     DSA_TRY_GOTO(st, write_state_json(t, w, stage), out);
 out:
+    dsa_host_view_close(&vp);
+    dsa_host_view_close(&vm);
+    dsa_host_view_close(&vv);
     free(text);
     return st;
 }
@@ -194,6 +220,18 @@ static DsaStatus json_int(const cJSON *root, const char *key, const char *file, 
     return DSA_OK;
 }
 
+/* Read the tensors `prefix`<name> of the safetensors file `path` into the backend buffer
+ * dev (the table's flat layout), through a host view. */
+static DsaStatus read_into(const DsaBackend *be, float *dev, const char *path, const DsaParamTable *table,
+                           const char *prefix, bool allow_extra) {
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, be, dev, (size_t)table->total * sizeof(float), path));
+    DsaStatus st = dsa_model_read_tensors(path, table, prefix, v.host, allow_extra);
+    if (st == DSA_OK) dsa_host_view_commit(&v, be, dev);
+    dsa_host_view_close(&v);
+    return st;
+}
+
 /* Copy the part of src (the elements [src_lo, src_hi) of the flat layout) that overlaps
  * this optimizer's range into its moments. */
 static void copy_overlap(DsaOptimizer *o, float *dst, const float *src, int64_t src_lo, int64_t src_hi) {
@@ -212,7 +250,7 @@ static DsaStatus f32_entry(const DsaSafetensors *st, const char *name, int64_t n
 }
 
 /* One rank's shard file: its range from the metadata, checked against the model. */
-static DsaStatus read_shard_file(DsaOptimizer *o, const char *path, int64_t *covered) {
+static DsaStatus read_shard_file(DsaOptimizer *o, float *hm, float *hv, const char *path, int64_t *covered) {
     DsaSafetensors st;
     DSA_TRY(dsa_safetensors_open(&st, path));
     DsaStatus status = DSA_OK;
@@ -229,8 +267,8 @@ static DsaStatus read_shard_file(DsaOptimizer *o, const char *path, int64_t *cov
                       path, lo, hi, (long long)*covered);
     DSA_TRY_GOTO(status, f32_entry(&st, "exp_avg", hi - lo, &m), out);
     DSA_TRY_GOTO(status, f32_entry(&st, "exp_avg_sq", hi - lo, &v), out);
-    copy_overlap(o, o->m, m, lo, hi);
-    copy_overlap(o, o->v, v, lo, hi);
+    copy_overlap(o, hm, m, lo, hi);
+    copy_overlap(o, hv, v, lo, hi);
     *covered = hi;
 out:
     dsa_safetensors_close(&st);
@@ -238,7 +276,7 @@ out:
 }
 
 /* optimizer.safetensors of a one-rank run, per tensor, for a shard of the layout. */
-static DsaStatus read_full_file_range(DsaOptimizer *o, const char *path) {
+static DsaStatus read_full_file_range(DsaOptimizer *o, float *hm, float *hv, const char *path) {
     DsaSafetensors st;
     DSA_TRY(dsa_safetensors_open(&st, path));
     DsaStatus status = DSA_OK;
@@ -252,24 +290,25 @@ static DsaStatus read_full_file_range(DsaOptimizer *o, const char *path) {
         snprintf(name, sizeof name, "exp_avg_sq.%s", p->name);
         if (status == DSA_OK) status = f32_entry(&st, name, p->numel, &v);
         if (status != DSA_OK) break;
-        copy_overlap(o, o->m, m, p->offset, p->offset + p->numel);
-        copy_overlap(o, o->v, v, p->offset, p->offset + p->numel);
+        copy_overlap(o, hm, m, p->offset, p->offset + p->numel);
+        copy_overlap(o, hv, v, p->offset, p->offset + p->numel);
     }
     dsa_safetensors_close(&st);
     return status;
 }
 
-/* This rank's AdamW moments from the checkpoint `dir`, whatever world size wrote it. */
-static DsaStatus load_moments(Trainer *t, const char *dir, const cJSON *files) {
+/* This rank's AdamW moments from the checkpoint `dir`, whatever world size wrote it, into
+ * host arrays hm, hv of its range (hi - lo each). */
+static DsaStatus read_moments(Trainer *t, float *hm, float *hv, const char *dir, const cJSON *files) {
     char path[1400];
     DsaOptimizer *o = &t->optim;
     if (!files) {
         snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
         if (o->lo == 0 && o->hi == t->model.table.total) { /* one rank: as always */
-            DSA_TRY(dsa_model_read_tensors(path, &t->model.table, "exp_avg.", o->m, true));
-            return dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", o->v, true);
+            DSA_TRY(dsa_model_read_tensors(path, &t->model.table, "exp_avg.", hm, true));
+            return dsa_model_read_tensors(path, &t->model.table, "exp_avg_sq.", hv, true);
         }
-        return read_full_file_range(o, path);
+        return read_full_file_range(o, hm, hv, path);
     }
     if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) < 1)
         DSA_FAIL(DSA_ERR_FORMAT, "%s/trainer_state.json: \"optimizer_files\" must be a non-empty array of names", dir);
@@ -279,12 +318,30 @@ static DsaStatus load_moments(Trainer *t, const char *dir, const cJSON *files) {
         if (!cJSON_IsString(f) || strchr(f->valuestring, '/'))
             DSA_FAIL(DSA_ERR_FORMAT, "%s/trainer_state.json: \"optimizer_files\" holds a non-file-name entry", dir);
         snprintf(path, sizeof path, "%s/%s", dir, f->valuestring);
-        DSA_TRY(read_shard_file(o, path, &covered));
+        DSA_TRY(read_shard_file(o, hm, hv, path, &covered));
     }
     if (covered != t->model.table.total)
         DSA_FAIL(DSA_ERR_FORMAT, "%s: the optimizer shards cover %lld of the model's %lld parameters", dir,
                  (long long)covered, (long long)t->model.table.total);
     return DSA_OK;
+}
+
+/* The moments through host views of the optimizer's backend buffers (host_view.h). */
+static DsaStatus load_moments(Trainer *t, const char *dir, const cJSON *files) {
+    DsaOptimizer *o = &t->optim;
+    const DsaBackend *be = t->model.be;
+    const size_t bytes = (size_t)(o->hi - o->lo) * sizeof(float);
+    DsaHostView vm = {0}, vv = {0};
+    DsaStatus st = dsa_host_view_open(&vm, be, o->m, bytes, "resumed AdamW moments");
+    if (st == DSA_OK) st = dsa_host_view_open(&vv, be, o->v, bytes, "resumed AdamW moments");
+    if (st == DSA_OK) st = read_moments(t, vm.host, vv.host, dir, files);
+    if (st == DSA_OK) {
+        dsa_host_view_commit(&vm, be, o->m);
+        dsa_host_view_commit(&vv, be, o->v);
+    }
+    dsa_host_view_close(&vm);
+    dsa_host_view_close(&vv);
+    return st;
 }
 
 DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir) {
@@ -359,10 +416,16 @@ DsaStatus trainer_load_checkpoint(Trainer *t, const char *dir) {
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     struct stat sb;
     if (stat(path, &sb) == 0) { /* sharded weights (a multi-rank save) */
-        DSA_TRY_GOTO(st, dsa_model_read_hf(dir, &cfg->model, &t->model.table, t->model.params), out);
+        DsaHostView vp;
+        DSA_TRY_GOTO(st, dsa_host_view_open(&vp, t->model.be, t->model.params,
+                                            (size_t)t->model.table.total * sizeof(float), dir), out);
+        st = dsa_model_read_hf(dir, &cfg->model, &t->model.table, vp.host);
+        if (st == DSA_OK) dsa_host_view_commit(&vp, t->model.be, t->model.params);
+        dsa_host_view_close(&vp);
+        if (st != DSA_OK) goto out;
     } else {
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        DSA_TRY_GOTO(st, dsa_model_read_tensors(path, &t->model.table, "", t->model.params, false), out);
+        DSA_TRY_GOTO(st, read_into(t->model.be, t->model.params, path, &t->model.table, "", false), out);
     }
     DSA_TRY_GOTO(st, load_moments(t, dir, cJSON_GetObjectItemCaseSensitive(root, "optimizer_files")), out);
 out:
@@ -385,7 +448,12 @@ DsaStatus trainer_load_init_weights(Trainer *t, const char *from) {
                  (long long)t->cfg->model.index_head_dim, (long long)t->cfg->model.index_topk);
     DSA_TRY(dsa_model_config_check_same(&saved, path, &t->cfg->model, t->cfg->source));
     /* through the HF reader: one file or shards, F32/BF16/F16 or FP8 blocks */
-    DSA_TRY(dsa_model_read_hf(dir, &saved, &t->model.table, t->model.params));
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, t->model.be, t->model.params, (size_t)t->model.table.total * sizeof(float), dir));
+    DsaStatus st = dsa_model_read_hf(dir, &saved, &t->model.table, v.host);
+    if (st == DSA_OK) dsa_host_view_commit(&v, t->model.be, t->model.params);
+    dsa_host_view_close(&v);
+    DSA_TRY(st);
     dsa_log(DSA_LOG_INFO, "initialized from %s%s", dir, verified ? "" : " (no manifest: checksums not verified)");
     return DSA_OK;
 }

@@ -10,6 +10,7 @@
 #define DSA_KERNELS_CPU_OPS_H
 
 #include "kernels/backend.h"
+#include "kernels/moe_ops.h"
 
 /* memory.c (upload, download and copy are all dsa_cpu_copy; the waits are no-ops) */
 void *dsa_cpu_alloc(size_t bytes);
@@ -85,5 +86,8 @@ void dsa_cpu_cross_entropy_backward(float *dlogits, const float *logits, const f
 /* adamw.c */
 void dsa_cpu_adamw_step(float *param, const float *grad, float *m, float *v, int64_t count,
                         const DsaAdamWParams *p);
+
+/* moe.c: the MoE entries (kernels/moe_ops.h) */
+extern const DsaMoeOps dsa_cpu_moe_ops;
 
 #endif

@@ -100,7 +100,7 @@ static DsaStatus bench_length(const DsaConfig *cfg, int64_t batch, int64_t L, in
     bool *trainable = dsa_malloc((size_t)m.table.count * sizeof *trainable);
     DSA_TRY_GOTO(st, dsa_optim_init(&o, &m.table, m.be), out_model);
     if (!in || !tgt || !trainable) DSA_FAIL_GOTO(st, out, DSA_ERR_NOMEM, "bench buffers");
-    dsa_param_init(&m.table, m.params, 1, cfg->model.initializer_range);
+    DSA_TRY_GOTO(st, dsa_model_init_weights(&m, 1), out);
     for (size_t i = 0; i < ntok; i++) {
         in[i] = (int32_t)(dsa_rng_u32_at(2, 0, i) % (uint64_t)cfg->model.vocab_size);
         tgt[i] = (int32_t)(dsa_rng_u32_at(2, 1, i) % (uint64_t)cfg->model.vocab_size);

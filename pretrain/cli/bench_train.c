@@ -42,7 +42,7 @@ static DsaStatus bench_steps(const DsaConfig *cfg, int64_t batch, int64_t L, int
     bool *trainable = NULL;
     size_t ntok = (size_t)(batch * L);
     DSA_TRY_GOTO(st, dsa_optim_init(&o, &m.table, be), out_model);
-    dsa_param_init(&m.table, m.params, 1, cfg->model.initializer_range);
+    DSA_TRY_GOTO(st, dsa_model_init_weights(&m, 1), out);
     in = dsa_malloc(ntok * sizeof *in);
     tgt = dsa_malloc(ntok * sizeof *tgt);
     trainable = dsa_malloc((size_t)m.table.count * sizeof *trainable);

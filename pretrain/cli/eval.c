@@ -27,6 +27,7 @@
 #include "data/synthetic.h"
 #include "kernels/backend.h"
 #include "pretrain/cli/cli.h"
+#include "pretrain/host_view.h"
 #include "pretrain/model.h"
 #include "pretrain/model_io.h"
 
@@ -34,6 +35,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa eval CHECKPOINT (--data SHARDS... | --tokens FILE) [--seq-len L] [--windows N]\n"
             "                [--batch B] [--topk K] [--no-fp8] [--grads OUT.safetensors] [--threads N]\n"
+            "                [--device NAME]\n"
             "                [--logits-out OUT.safetensors] [--json]\n\n"
             "Reports the mean next-token cross-entropy (and perplexity) of the model in CHECKPOINT\n"
             "(a checkpoint directory, a run directory with `latest`, or a Hugging Face model dir)\n"
@@ -55,12 +57,14 @@ static void usage(FILE *out) {
             "                       dense pass) and, for a DSA model, \"logits_sparse\" (the sparse pass);\n"
             "                       held in memory until the end (N·L·V floats per pass)\n"
             "  --threads N          CPU threads (0 = all cores)\n"
+            "  --device NAME        backend: cpu (default) or sim (the test device: the CPU ops on\n"
+            "                       memory the host cannot dereference; same results as cpu)\n"
             "  --json               print one JSON object instead of text\n"
             "  -h, --help           this text\n");
 }
 
 typedef struct {
-    const char *checkpoint, *tokens_path, *grads_path, *logits_path;
+    const char *checkpoint, *tokens_path, *grads_path, *logits_path, *device;
     const char *data[64];
     int num_data;
     int64_t seq_len, windows, batch, topk;
@@ -79,8 +83,8 @@ typedef struct {
  * token the value tokens follow; an answer counts as correct when the argmax at every
  * one of its positions is the next token. kv answers have 2 tokens, needle answers 4
  * (the token before ANSWER is NEEDLE for a needle query). */
-static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *tgt, int64_t b, int64_t L, int pass,
-                          TaskScore *ts) {
+static void score_answers(const DsaModel *m, const float *logits, const int32_t *in, const int32_t *tgt, int64_t b,
+                          int64_t L, int pass, TaskScore *ts) {
     const int64_t V = m->cfg.vocab_size;
     for (int64_t w = 0; w < b; w++)
         for (int64_t t = 1; t < L; t++) {
@@ -91,7 +95,7 @@ static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *t
             if (t + len > L) continue; /* answer cut by the window end */
             bool ok = true;
             for (int64_t i = 0; i < len && ok; i++) {
-                const float *row = m->logits + (n + i) * V;
+                const float *row = logits + (n + i) * V;
                 int64_t best = 0;
                 for (int64_t v = 1; v < V; v++)
                     if (row[v] > row[best]) best = v;
@@ -100,6 +104,19 @@ static void score_answers(const DsaModel *m, const int32_t *in, const int32_t *t
             if (pass == 0) ts->total[task]++;
             ts->correct[pass][task] += ok;
         }
+}
+
+/* The last forward's logits as the host sees them (host_view.h): the task score, and a
+ * copy into keep (b·L·V floats) for --logits-out when keep is not NULL. */
+static DsaStatus read_logits(const DsaModel *m, const int32_t *in, const int32_t *tgt, int64_t b, int64_t L, int pass,
+                             TaskScore *ts, float *keep) {
+    const size_t bytes = (size_t)(b * L * m->cfg.vocab_size) * sizeof(float);
+    DsaHostView v;
+    DSA_TRY(dsa_host_view_open(&v, m->be, m->logits, bytes, "eval logits"));
+    score_answers(m, v.host, in, tgt, b, L, pass, ts);
+    if (keep) memcpy(keep, v.host, bytes);
+    dsa_host_view_close(&v);
+    return DSA_OK;
 }
 
 /* Window source: shards through the loader, or a token file in memory. */
@@ -206,7 +223,8 @@ static DsaStatus write_logits(const char *path, const float *dense, const float 
 }
 
 static DsaStatus run_eval(EvalArgs *a) {
-    const DsaBackend *be = dsa_backend_cpu();
+    const DsaBackend *be = NULL;
+    DSA_TRY(dsa_backend_get(a->device ? a->device : "cpu", &be));
     dsa_backend_cpu_set_threads(a->threads);
     DsaModel m;
     char dir[1024];
@@ -272,15 +290,13 @@ static DsaStatus run_eval(EvalArgs *a) {
         int64_t c = 0;
         DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &dense_mode), out);
         DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
-        score_answers(&m, in, tgt, b, L, 0, &ts);
-        if (keep[0]) memcpy(keep[0] + done * L * V, m.logits, (size_t)(b * L * V) * sizeof(float));
+        DSA_TRY_GOTO(st, read_logits(&m, in, tgt, b, L, 0, &ts, keep[0] ? keep[0] + done * L * V : NULL), out);
         if (a->grads_path) dsa_model_backward(&m, (float)(1.0 / ((double)n * (double)L)));
         loss_sum += ls, count += c;
         if (dsa) {
             DSA_TRY_GOTO(st, dsa_model_set_mode(&m, &sparse_mode), out);
             DSA_TRY_GOTO(st, dsa_model_forward(&m, in, tgt, b, L, &ls, &c), out);
-            score_answers(&m, in, tgt, b, L, 1, &ts);
-            if (keep[1]) memcpy(keep[1] + done * L * V, m.logits, (size_t)(b * L * V) * sizeof(float));
+            DSA_TRY_GOTO(st, read_logits(&m, in, tgt, b, L, 1, &ts, keep[1] ? keep[1] + done * L * V : NULL), out);
             sparse_sum += ls;
         }
         if (!a->json && n > B) dsa_log(DSA_LOG_DEBUG, "eval: %lld/%lld windows", (long long)(done + b), (long long)n);
@@ -289,7 +305,11 @@ static DsaStatus run_eval(EvalArgs *a) {
     double sparse_loss = sparse_sum / (double)count;
     double gnorm = 0;
     if (a->grads_path) {
-        DSA_TRY_GOTO(st, dsa_model_write_weights(a->grads_path, &m.table, m.grads), out);
+        DsaHostView gv;
+        DSA_TRY_GOTO(st, dsa_host_view_open(&gv, be, m.grads, (size_t)m.table.total * sizeof(float), a->grads_path), out);
+        st = dsa_model_write_weights(a->grads_path, &m.table, gv.host);
+        dsa_host_view_close(&gv);
+        if (st != DSA_OK) goto out;
         gnorm = sqrt(be->sum_squares(m.grads, m.table.total));
     }
     if (a->logits_path) DSA_TRY_GOTO(st, write_logits(a->logits_path, keep[0], keep[1], n, L, V), out);
@@ -364,7 +384,8 @@ int cli_eval(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'},   {"grads", required_argument, 0, 'g'},
         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
         {"topk", required_argument, 0, 'K'},    {"no-fp8", no_argument, 0, 'F'},
-        {"logits-out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+        {"logits-out", required_argument, 0, 'o'}, {"device", required_argument, 0, 'D'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     EvalArgs a = {.seq_len = 1024, .windows = 16, .batch = 1};
@@ -397,6 +418,7 @@ int cli_eval(int argc, char **argv) {
         case 'b': a.batch = v; break;
         case 'g': a.grads_path = optarg; break;
         case 'o': a.logits_path = optarg; break;
+        case 'D': a.device = optarg; break;
         case 't': a.threads = (int)v; break;
         case 'j': a.json = 1; break;
         case 'K': a.topk = v; break;

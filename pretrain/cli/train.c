@@ -18,7 +18,8 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa train --config FILE [--set key.path=value ...] [--resume | --init DIR]\n"
-            "                 [--stop-at STEP] [--threads N] [--quiet] [--comm-timeout S]\n"
+            "                 [--stop-at STEP] [--threads N] [--device NAME] [--precision P] [--quiet]\n"
+            "                 [--comm-timeout S]\n"
             "       mpirun -np N dsa train ...   (or srun): data parallel over N ranks\n\n"
             "Trains the model the config describes on its data.train shards, stage after stage,\n"
             "logging one JSON line per step to OUT/metrics.jsonl (step, stage, lr, loss, grad norm,\n"
@@ -42,6 +43,12 @@ static void usage(FILE *out) {
             "  --stop-at STEP       stop after global step STEP (writing a checkpoint); --resume\n"
             "                       continues from there\n"
             "  --threads N          CPU threads (same as --set train.threads=N; 0 = all cores)\n"
+            "  --device NAME        backend (same as --set train.device=NAME): cpu (default), cuda\n"
+            "                       (where built and a GPU is present), or sim: the test device, the\n"
+            "                       CPU ops on memory the host cannot dereference (same bits as cpu)\n"
+            "  --precision P        fp32 (default) or bf16 (same as --set train.precision=P): bf16\n"
+            "                       storage with fp32 master weights and sums, on devices with bf16\n"
+            "                       kernels; the CPU and sim backends compute in fp32 and refuse bf16\n"
             "  --quiet              no per-step log lines\n"
             "  --comm-timeout S     multi-rank: end the job when one collective waits longer than\n"
             "                       S seconds for the other ranks (default 300; 0 = never)\n"
@@ -63,6 +70,7 @@ int cli_train(int argc, char **argv) {
         {"stop-at", required_argument, 0, 'S'}, {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},        {"pause-in-save", required_argument, 0, 'P'},
         {"comm-timeout", required_argument, 0, 'T'}, {"weights-shard-bytes", required_argument, 0, 'W'},
+        {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
     const char *path = NULL;
@@ -70,7 +78,7 @@ int cli_train(int argc, char **argv) {
     double comm_timeout = 300;
     int n_sets = 0, rc = -1;
     const char **sets = calloc((size_t)argc + 2, sizeof *sets);
-    static char threads_set[64];
+    static char threads_set[64], device_set[96], precision_set[96];
     if (!sets) return cli_report("train", DSA_ERR_NOMEM);
     optind = 1;
     int opt;
@@ -92,6 +100,14 @@ int cli_train(int argc, char **argv) {
             comm_timeout = v;
             break;
         }
+        case 'd':
+            snprintf(device_set, sizeof device_set, "train.device=%s", optarg);
+            sets[n_sets++] = device_set;
+            break;
+        case 'p':
+            snprintf(precision_set, sizeof precision_set, "train.precision=%s", optarg);
+            sets[n_sets++] = precision_set;
+            break;
         case 'S':
         case 'W':
         case 'P':
