@@ -89,10 +89,11 @@ run_limited() {
 }
 
 # ---- the machine ----------------------------------------------------------------------------
-# CUDA libraries the bundle does not carry (cuBLAS, if the build links it) come from the
-# machine: the toolkit's directory or PyTorch's wheels.
+# CUDA libraries the bundle does not carry (cuBLAS/cuBLASLt and NCCL: hundreds of MB) come
+# from the machine: the toolkit's directory or PyTorch's wheels (nvidia-cublas, nvidia-nccl).
 if ldd "$dsa" 2>&1 | grep -q "not found"; then
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
+           /usr/local/cuda-*/lib \
            $(python3 -c 'import nvidia, os; p = list(nvidia.__path__)[0]; print(" ".join(os.path.join(p, x, "lib") for x in os.listdir(p)))' 2> /dev/null); do
     [ -d "$d" ] && LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d
   done

@@ -1,8 +1,9 @@
 # test_gpu_bundle.sh: the GPU bundle (make gpu-bundle) is self-contained and its gpu-check
 # runs on a bare machine: this one, under env -i, with nothing of the build machine's
 # HDF5/OpenBLAS/cJSON/cmocka/zstd/OpenMP on the library path, and (as root, where chroot is
-# allowed) inside a fake root that holds only the bundle, glibc and the C++ runtime and the
-# shell tools gpu-check uses. Without a GPU its GPU parts must be skipped, never passed.
+# allowed) inside a fake root that holds only the bundle, glibc and the C++ runtime, the
+# CUDA libraries a GPU machine has and the bundle does not carry (cuBLAS/cuBLASLt, NCCL: the
+# toolkit's or PyTorch's wheels there), and the shell tools gpu-check uses. Without a GPU its GPU parts must be skipped, never passed.
 #   GPU_BUNDLE=build-gpu DSA=build-gpu/bin/dsa bash tests/cli/test_gpu_bundle.sh
 # (make gpu-bundle-check builds the bundle and runs this; .ci/run calls it. In make test,
 # where GPU_BUNDLE is unset, it skips: building the bundle takes minutes.)
@@ -110,7 +111,7 @@ if [ "$in_root" -eq 1 ]; then
   else echo "$leaked" > "$last_out"; not_ok "the fake root holds libraries the GPU machine lacks"; fi
   run=(chroot "$fake" /usr/bin/env -i PATH=/usr/bin LD_LIBRARY_PATH=/bundle/lib /bundle/gpu-check /out --time-scale 8 --steps 2)
   outdir=$fake/out
-  where="in a fake root (chroot: only the bundle, glibc, libstdc++ and shell tools)"
+  where="in a fake root (chroot: only the bundle, glibc, libstdc++, cuBLAS/NCCL and shell tools)"
 else
   run=(env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$b/lib" "$b/gpu-check" "$work/out" --time-scale 8 --steps 2)
   outdir=$work/out
