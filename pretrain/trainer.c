@@ -376,7 +376,8 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     if (!strcmp(cfg->train.precision, "bf16") && !be->bf16)
         DSA_FAIL(DSA_ERR_CONFIG,
                  "%s: train.precision = \"bf16\", but the %s backend computes in fp32 (train.device = \"%s\"): set "
-                 "train.precision to \"fp32\", or train on a device that has bf16 kernels (\"cuda\")",
+                 "train.precision to \"fp32\" (no backend of this build has bf16 kernels yet: the CUDA backend's "
+                 "bf16 mode is not built)",
                  cfg->source, !strcmp(be->name, "cpu") ? "CPU" : be->name, be->name);
     dsa_backend_cpu_set_threads((int)cfg->train.threads);
 
