@@ -37,8 +37,8 @@ assert by[(96, "dense_bwd")]["flops"] == 2.5 * by[(96, "dense_fwd")]["flops"]
 print("ok")
 PY
 if [ $? -eq 0 ]; then ok "step rows sum their parts; FLOPs are plan.c's (dense forward 2·H·(d_qk + d_v)·Pd)"; else not_ok "the JSON lines add up"; fi
-"$DSA" "${cpu[@]}" --seq-len 48,4096 --ops indexer_topk --budget 1 > "$work/t.txt" 2>&1
-if grep -qE '^4096 +indexer_topk .*skipped: (predicted|--budget)' "$work/t.txt" && grep -qE '^48 +indexer_topk +[0-9.]+ ' "$work/t.txt" &&
+"$DSA" "${cpu[@]}" --seq-len 48,32768 --ops indexer_topk --budget 1 > "$work/t.txt" 2>&1
+if grep -qE '^32768 +indexer_topk .*skipped: (predicted|--budget)' "$work/t.txt" && grep -qE '^48 +indexer_topk +[0-9.]+ ' "$work/t.txt" &&
    grep -qE '^48 +dense_fwd .*skipped: not in --ops' "$work/t.txt"; then
   ok "--ops limits the ops; an op over --budget is skipped, saying so"
 else cp "$work/t.txt" "$last_out"; not_ok "--ops and --budget"; fi
