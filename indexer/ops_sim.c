@@ -1,7 +1,8 @@
 /* ops_sim.c: the indexer's op table (kernels/indexer_ops.h) of the simulated device
  * (kernels/sim/sim.h): the CPU entries of indexer.h, called with every pointer translated
  * back to host memory, the ones inside the acts, weights, grads and target structs too.
- * The CPU entries run their projections on the CPU backend (real pointers from here on).
+ * The CPU entries run their projections on the CPU backend (real pointers from here on),
+ * in the caller's precision (the CPU's bf16 table when `be` is sim's).
  */
 #include "indexer/indexer.h"
 #include "kernels/sim/sim.h"
@@ -23,12 +24,18 @@ static DsaSparseTarget real_sparse(const DsaSparseTarget *t) {
     return r;
 }
 
+/* The CPU table of be's precision (kernels/backend.h dsa_backend_for_precision). */
+static const DsaBackend *cpu_twin(const DsaBackend *be) {
+    const DsaBackend *t = dsa_backend_cpu();
+    if (be->fp32_table && dsa_backend_for_precision(t, "bf16", &t) != DSA_OK) t = dsa_backend_cpu();
+    return t;
+}
+
 static void sim_forward(DsaIndexerActs *a, const float *x, const float *cq, const DsaIndexerWeights *wt,
                         const DsaIndexerShape *s, const float *rope_cos, const float *rope_sin, const DsaBackend *be) {
-    (void)be;
     DsaIndexerActs ra = real_acts(a);
     DsaIndexerWeights rw = real_weights(wt);
-    dsa_indexer_forward(&ra, R(x), R(cq), &rw, s, R(rope_cos), R(rope_sin), dsa_backend_cpu());
+    dsa_indexer_forward(&ra, R(x), R(cq), &rw, s, R(rope_cos), R(rope_sin), cpu_twin(be));
 }
 
 static DsaStatus sim_topk(int32_t *idx, float *scores, const DsaIndexerActs *a, const DsaIndexerShape *s) {
@@ -62,13 +69,12 @@ static void sim_sparse_recall(DsaIndexerLoss *out, const DsaIndexerShape *s, con
 static void sim_backward(const DsaIndexerGrads *g, float *dq, float *dk, const float *dw, const DsaIndexerActs *a,
                          const float *x, const float *cq, const DsaIndexerWeights *wt, const DsaIndexerShape *s,
                          const float *rope_cos, const float *rope_sin, const DsaBackend *be) {
-    (void)be;
     DsaIndexerGrads rg = {.wq_b = R(g->wq_b), .wk = R(g->wk), .k_norm_weight = R(g->k_norm_weight),
                           .k_norm_bias = R(g->k_norm_bias), .weights_proj = R(g->weights_proj)};
     DsaIndexerActs ra = real_acts(a);
     DsaIndexerWeights rw = real_weights(wt);
     dsa_indexer_backward(&rg, R(dq), R(dk), R(dw), &ra, R(x), R(cq), &rw, s, R(rope_cos), R(rope_sin),
-                         dsa_backend_cpu());
+                         cpu_twin(be));
 }
 
 static const DsaIndexerOps sim_indexer_ops = {

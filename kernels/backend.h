@@ -83,9 +83,18 @@ typedef struct DsaBackend {
      * code then uses a buffer directly instead of staging it through upload / download
      * (pretrain/host_view.h). false (the default) for every device backend. */
     bool host_memory;
-    /* true when the backend computes train.precision "bf16" (bf16 storage, fp32 master
-     * weights and accumulation); false: fp32 only (CPU, sim). */
-    bool bf16;
+    /* train.precision "bf16" (DESIGN.md "Backends", DSA-SPEC §3.2): the linear entries of
+     * the bf16 table that dsa_backend_for_precision derives from this one. Same contract
+     * as linear_forward / linear_backward, but both operands of every product are first
+     * rounded to bf16 (kernels/rules/bf16.h, nearest even); products and sums stay fp32,
+     * outputs fp32, dw still accumulated in fp32. NULL: the backend has no bf16 mode. */
+    void (*linear_forward_bf16)(float *y, const float *x, const float *w, int64_t n, int64_t in,
+                                int64_t out);
+    void (*linear_backward_bf16)(float *dx, float *dw, const float *dy, const float *x,
+                                 const float *w, int64_t n, int64_t in, int64_t out);
+    /* In a bf16 table: the fp32 table it was derived from (the MoE router's GEMM stays
+     * fp32); NULL in an fp32 table. */
+    const struct DsaBackend *fp32_table;
     /* MoE routing, dispatch and combine (kernels/moe_ops.h) on this backend's memory;
      * NULL: the backend runs no MoE layer (dsa_model_init refuses a MoE model by name). */
     const struct DsaMoeOps *moe;
@@ -199,6 +208,14 @@ const DsaBackend *dsa_backend_sim(void);
 /* Look a backend up by name ("cpu", "sim"; "cuda" where built). DSA_ERR_CONFIG naming the
  * choices when unknown, DSA_ERR_DEVICE when compiled out or no device is present. */
 DsaStatus dsa_backend_get(const char *name, const DsaBackend **out);
+
+/* The table that computes train.precision `precision` on backend `be`: `be` itself for
+ * "fp32"; for "bf16" a copy of it whose linear_forward / linear_backward are its bf16
+ * entries (so every GEMM of the model, the indexer's projections and the MoE experts runs
+ * on bf16 operands; every other op, memory and the name are be's) and whose fp32_table is
+ * `be`. Made once per backend and kept. DSA_ERR_CONFIG naming the backend when it has no
+ * bf16 entries, or naming the choices when `precision` is unknown. */
+DsaStatus dsa_backend_for_precision(const DsaBackend *be, const char *precision, const DsaBackend **out);
 
 /* Threads the CPU backend uses (OpenMP and OpenBLAS); 0 = all cores. */
 void dsa_backend_cpu_set_threads(int threads);

@@ -130,13 +130,17 @@ static void experts_down(float *ya, const DsaMoeActs *a, const int32_t *start, c
     }
 }
 
+/* The router's GEMM stays fp32 in bf16 mode (DESIGN.md "Backends": routing decisions are
+ * discontinuous in the logits, so they are not computed from rounded operands). */
+static const DsaBackend *router_table(const DsaBackend *be) { return be->fp32_table ? be->fp32_table : be; }
+
 void dsa_moe_forward(float *out, DsaMoeActs *a, const float *x, const DsaMoeWeights *w, const DsaMoeShape *s,
                      DsaMoeScratch *sc, const DsaBackend *be) {
     const int64_t N = s->tokens, D = s->dim, E = s->experts, K = s->topk, I = s->inter, Is = s->shared_inter;
     const DsaMoeOps *mo = be->moe;
     DSA_ASSERT(mo != NULL);
     int32_t start[DSA_MOE_MAX_EXPERTS + 1];
-    be->linear_forward(sc->logits, x, w->router, N, D, E);
+    router_table(be)->linear_forward(sc->logits, x, w->router, N, D, E);
     mo->route(a->sel, a->weight, a->scores, sc->logits, w->router_bias, s);
     mo->group(a->pair, a->row, a->start, a->sel, s);
     expert_rows(start, a, s, be);
@@ -202,6 +206,6 @@ void dsa_moe_backward(float *dx, const DsaMoeGrads *g, const float *dout, const 
     }
     /* router: ∂w → ∂logits → ∂x and ∂W_router */
     mo->route_backward(sc->logits, sc->dw, a->sel, a->scores, s);
-    be->linear_backward(sc->tmp, g->router, sc->logits, x, w->router, N, D, E);
+    router_table(be)->linear_backward(sc->tmp, g->router, sc->logits, x, w->router, N, D, E);
     be->add(dx, sc->tmp, N * D);
 }

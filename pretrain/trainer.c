@@ -373,12 +373,8 @@ DsaStatus dsa_train(const DsaConfig *cfg, const DsaTrainOptions *opts, DsaTrainR
     DSA_TRY(check_supported(cfg));
     const DsaBackend *be = NULL;
     DSA_TRY(dsa_backend_get(cfg->train.device, &be));
-    if (!strcmp(cfg->train.precision, "bf16") && !be->bf16)
-        DSA_FAIL(DSA_ERR_CONFIG,
-                 "%s: train.precision = \"bf16\", but the %s backend computes in fp32 (train.device = \"%s\"): set "
-                 "train.precision to \"fp32\" (no backend of this build has bf16 kernels yet: the CUDA backend's "
-                 "bf16 mode is not built)",
-                 cfg->source, !strcmp(be->name, "cpu") ? "CPU" : be->name, be->name);
+    /* bf16: the same backend with bf16 GEMMs (kernels/backend.h dsa_backend_for_precision) */
+    DSA_TRY(dsa_backend_for_precision(be, cfg->train.precision, &be));
     dsa_backend_cpu_set_threads((int)cfg->train.threads);
 
     Trainer t;

@@ -1,5 +1,5 @@
 /* test_cuda_ops.c: the CUDA backend's basic ops against their CPU twins (STYLE.md rule 2):
- * memory entries, linear, embedding, RMSNorm, RoPE, SwiGLU, cross-entropy, AdamW and the
+ * memory entries, linear (fp32 and bf16), embedding, RMSNorm, RoPE, SwiGLU, cross-entropy, AdamW and the
  * vector helpers, each on random inputs and irregular shapes (odd sizes, one row, sizes
  * that are no multiple of any block), through dsa_backend_get("cuda") and the table's
  * memory entries only, and a determinism check (two runs, the same bits).
@@ -158,7 +158,12 @@ static void test_memory(void **state) {
 
 /* One shape: forward and both backward GEMMs, the inputs at unaligned offsets into their
  * device buffers (x at +1 float, w at +3, dy at +2) as views into fused buffers are. */
-static void check_linear(const DsaBackend *be, int64_t n, int64_t in, int64_t out, uint64_t seed) {
+typedef void (*LinFwd)(float *, const float *, const float *, int64_t, int64_t, int64_t);
+typedef void (*LinBwd)(float *, float *, const float *, const float *, const float *, int64_t, int64_t, int64_t);
+
+/* be is the device table of one precision; cpu_fwd / cpu_bwd its CPU twins. */
+static void check_linear_with(const DsaBackend *be, LinFwd cpu_fwd, LinBwd cpu_bwd, int64_t n, int64_t in, int64_t out,
+                              uint64_t seed) {
     float *x = randn(n * in, seed, 1.0), *w = randn(out * in, seed + 1, 0.5), *dy = randn(n * out, seed + 2, 1.0);
     float *dw = randn(out * in, seed + 3, 0.1), *y = test_falloc(n * out), *dx = test_falloc(n * in);
     float *junk = randn(n * (in > out ? in : out), seed + 4, 9.0); /* what the outputs hold before */
@@ -170,29 +175,34 @@ static void check_linear(const DsaBackend *be, int64_t n, int64_t in, int64_t ou
     be->upload(d_dy + 2, dy, (size_t)(n * out) * sizeof(float));
     float *d_y = dev_from(be, y, (size_t)(n * out) * sizeof(float)), *d_dx = dev_from(be, dx, (size_t)(n * in) * sizeof(float));
     float *d_dw = dev_from(be, dw, (size_t)(out * in) * sizeof(float));
-    dsa_cpu_linear_forward(y, x, w, n, in, out);
-    dsa_cpu_linear_backward(dx, dw, dy, x, w, n, in, out);
+    cpu_fwd(y, x, w, n, in, out);
+    cpu_bwd(dx, dw, dy, x, w, n, in, out);
     be->linear_forward(d_y, d_x + 1, d_w + 3, n, in, out);
     be->linear_backward(d_dx, d_dw, d_dy + 2, d_x + 1, d_w + 3, n, in, out);
+    const char *kind = be->fp32_table ? "bf16 linear" : "linear";
     char what[96];
     float *g = host_of(be, d_y, n * out);
-    snprintf(what, sizeof what, "linear y, n %lld in %lld out %lld", (long long)n, (long long)in, (long long)out);
+    snprintf(what, sizeof what, "%s y, n %lld in %lld out %lld", kind, (long long)n, (long long)in, (long long)out);
     expect_close_f32(what, g, y, n * out, 1e-5), free(g);
     g = host_of(be, d_dx, n * in);
-    snprintf(what, sizeof what, "linear dx, n %lld in %lld out %lld", (long long)n, (long long)in, (long long)out);
+    snprintf(what, sizeof what, "%s dx, n %lld in %lld out %lld", kind, (long long)n, (long long)in, (long long)out);
     expect_close_f32(what, g, dx, n * in, 1e-5), free(g);
     g = host_of(be, d_dw, out * in);
-    snprintf(what, sizeof what, "linear dw (+=), n %lld in %lld out %lld", (long long)n, (long long)in, (long long)out);
+    snprintf(what, sizeof what, "%s dw (+=), n %lld in %lld out %lld", kind, (long long)n, (long long)in, (long long)out);
     expect_close_f32(what, g, dw, out * in, 1e-5), free(g);
     /* dx = NULL and dw = NULL are skipped: dw alone still accumulates */
     be->linear_backward(NULL, d_dw, d_dy + 2, d_x + 1, d_w + 3, n, in, out);
-    dsa_cpu_linear_backward(NULL, dw, dy, x, w, n, in, out);
+    cpu_bwd(NULL, dw, dy, x, w, n, in, out);
     g = host_of(be, d_dw, out * in);
-    snprintf(what, sizeof what, "linear dw alone (+= twice), n %lld in %lld", (long long)n, (long long)in);
+    snprintf(what, sizeof what, "%s dw alone (+= twice), n %lld in %lld", kind, (long long)n, (long long)in);
     expect_close_f32(what, g, dw, out * in, 1e-5), free(g);
     be->release(d_x, 0), be->release(d_w, 0), be->release(d_dy, 0), be->release(d_y, 0), be->release(d_dx, 0);
     be->release(d_dw, 0);
     free(x), free(w), free(dy), free(dw), free(y), free(dx), free(junk);
+}
+
+static void check_linear(const DsaBackend *be, int64_t n, int64_t in, int64_t out, uint64_t seed) {
+    check_linear_with(be, dsa_cpu_linear_forward, dsa_cpu_linear_backward, n, in, out, seed);
 }
 
 static void test_linear(void **state) {
@@ -202,6 +212,18 @@ static void test_linear(void **state) {
                                  {5, 0, 3}, {4, 6, 0}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_linear(be, shapes[i][0], shapes[i][1], shapes[i][2], 100 + 10 * i);
+}
+
+/* train.precision bf16: cuBLASLt on bf16 operands against the CPU's fp32 GEMM of the same
+ * rounded operands (every product exact in both, the fp32 sums in another order). */
+static void test_linear_bf16(void **state) {
+    (void)state;
+    const DsaBackend *be = cuda_or_skip(), *bf = NULL;
+    assert_int_equal(dsa_backend_for_precision(be, "bf16", &bf), DSA_OK);
+    const int64_t shapes[][3] = {{1, 1, 1}, {1, 300, 7}, {7, 13, 5}, {33, 65, 17}, {130, 97, 257}, {5, 0, 3}, {4, 6, 0}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        check_linear_with(bf, dsa_cpu_linear_forward_bf16, dsa_cpu_linear_backward_bf16, shapes[i][0], shapes[i][1],
+                          shapes[i][2], 500 + 10 * i);
 }
 
 /* ---- embedding ------------------------------------------------------------------------ */
@@ -497,7 +519,8 @@ static void test_determinism(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_memory),      cmocka_unit_test(test_linear),        cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_memory),      cmocka_unit_test(test_linear),        cmocka_unit_test(test_linear_bf16),
+        cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),     cmocka_unit_test(test_rope),          cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_adamw),       cmocka_unit_test(test_vector_ops),
         cmocka_unit_test(test_determinism),

@@ -8,12 +8,17 @@
  *    gradients of these tiny shapes to ~1e-6;
  *  - determinism across thread counts (bit-equal), odd sizes, in-place use.
  * Shapes above each op's parallel threshold are included so the OpenMP paths run.
+ * The bf16 linear entries (train.precision "bf16"): the fp32 GEMM of the bf16-rounded
+ * operands bit for bit, and the bf16 table dsa_backend_for_precision makes of the CPU's.
  * RoPE, AdamW, the vector helpers and the backend table are in test_ops.c.
  */
 #include <math.h>
 
+#include <string.h>
+
 #include "core/mem.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/rules/bf16.h"
 #include "test_ops_util.h"
 
 /* ---- linear --------------------------------------------------------------------------- */
@@ -82,6 +87,93 @@ static void test_linear(void **state) {
     dx[0] = dx[1] = dx[2] = 7;
     dsa_cpu_linear_backward(dx, NULL, dy, x1, NULL, 3, 1, 0);
     for (int i = 0; i < 3; i++) assert_true(dx[i] == 0.0f);
+}
+
+/* ---- bf16 linear ----------------------------------------------------------------------- */
+
+static float *rounded(const float *x, int64_t n) {
+    float *r = test_falloc(n);
+    for (int64_t i = 0; i < n; i++) r[i] = dsa_bf16_to_f32(dsa_bf16_from_f32(x[i]));
+    return r;
+}
+
+static void check_linear_bf16(int64_t n, int64_t in, int64_t out, uint64_t seed) {
+    float *x = test_falloc(n * in), *w = test_falloc(out * in), *dy = test_falloc(n * out);
+    fill(x, n * in, seed, 1), fill(w, out * in, seed + 1, 1), fill(dy, n * out, seed + 2, 1);
+    float *xr = rounded(x, n * in), *wr = rounded(w, out * in), *dyr = rounded(dy, n * out);
+    float *y = test_falloc(n * out), *want = test_falloc(n * out), *y32 = test_falloc(n * out);
+    dsa_cpu_linear_forward_bf16(y, x, w, n, in, out);
+    dsa_cpu_linear_forward(want, xr, wr, n, in, out);
+    assert_memory_equal(y, want, sizeof(float) * (size_t)(n * out));
+    /* against fp64 of the rounded operands (products exact, fp32 sums) */
+    double *xd = test_to_f64(xr, n * in), *wd = test_to_f64(wr, out * in), *yd = test_dalloc(n * out);
+    lin64(yd, xd, wd, n, in, out);
+    test_expect_close("bf16 linear forward", y, yd, n * out, 1e-6);
+    /* and not the fp32 GEMM: the rounding is really applied */
+    dsa_cpu_linear_forward(y32, x, w, n, in, out);
+    assert_true(memcmp(y, y32, sizeof(float) * (size_t)(n * out)) != 0);
+
+    float *dx = test_falloc(n * in), *dw = test_falloc(out * in), *dxw = test_falloc(n * in), *dww = test_falloc(out * in);
+    for (int64_t i = 0; i < out * in; i++) dw[i] = dww[i] = 0.75f; /* dw accumulates, in fp32 */
+    memset(dx, 0xff, sizeof(float) * (size_t)(n * in));         /* NaN: dx is overwritten */
+    dsa_cpu_linear_backward_bf16(dx, dw, dy, x, w, n, in, out);
+    dsa_cpu_linear_backward(dxw, dww, dyr, xr, wr, n, in, out);
+    assert_memory_equal(dx, dxw, sizeof(float) * (size_t)(n * in));
+    assert_memory_equal(dw, dww, sizeof(float) * (size_t)(out * in));
+    /* NULL dx or dw: the other alone, the same bits */
+    for (int64_t i = 0; i < out * in; i++) dww[i] = 0.75f;
+    dsa_cpu_linear_backward_bf16(NULL, dww, dy, x, w, n, in, out);
+    assert_memory_equal(dww, dw, sizeof(float) * (size_t)(out * in));
+    memset(dxw, 0, sizeof(float) * (size_t)(n * in));
+    dsa_cpu_linear_backward_bf16(dxw, NULL, dy, x, w, n, in, out);
+    assert_memory_equal(dxw, dx, sizeof(float) * (size_t)(n * in));
+    free(x), free(w), free(dy), free(xr), free(wr), free(dyr), free(y), free(want), free(y32);
+    free(xd), free(wd), free(yd), free(dx), free(dw), free(dxw), free(dww);
+}
+
+static void test_linear_bf16(void **state) {
+    (void)state;
+    check_linear_bf16(7, 5, 3, 40);
+    check_linear_bf16(1, 33, 7, 50);
+    check_linear_bf16(130, 97, 65, 60); /* above the rounding loop's parallel threshold */
+    /* empty shapes behave as the fp32 entries */
+    float y[6] = {1, 1, 1, 1, 1, 1}, dx[3] = {7, 7, 7}, dy[6] = {1, 2, 3, 4, 5, 6}, x1[3] = {1, 2, 3};
+    dsa_cpu_linear_forward_bf16(y, NULL, NULL, 3, 0, 2);
+    for (int i = 0; i < 6; i++) assert_true(y[i] == 0.0f);
+    dsa_cpu_linear_backward_bf16(dx, NULL, dy, x1, NULL, 3, 1, 0);
+    for (int i = 0; i < 3; i++) assert_true(dx[i] == 0.0f);
+    dsa_cpu_linear_forward_bf16(NULL, NULL, NULL, 0, 4, 4);
+}
+
+/* dsa_backend_for_precision: fp32 is the table itself; bf16 a kept copy with the bf16
+ * GEMMs and every other entry the CPU's; a backend without bf16 entries is refused. */
+static void test_precision_tables(void **state) {
+    (void)state;
+    const DsaBackend *cpu = dsa_backend_cpu(), *t = NULL, *again = NULL, *back = NULL;
+    assert_int_equal(dsa_backend_for_precision(cpu, "fp32", &t), DSA_OK);
+    assert_ptr_equal(t, cpu);
+    assert_null(cpu->fp32_table);
+    assert_int_equal(dsa_backend_for_precision(cpu, "bf16", &t), DSA_OK);
+    assert_ptr_not_equal(t, cpu);
+    assert_ptr_equal(t->fp32_table, cpu);
+    assert_string_equal(t->name, "cpu");
+    assert_true(t->linear_forward == dsa_cpu_linear_forward_bf16 && t->linear_backward == dsa_cpu_linear_backward_bf16);
+    assert_true(t->attention_forward == cpu->attention_forward && t->adamw_step == cpu->adamw_step &&
+                t->alloc == cpu->alloc && t->moe == cpu->moe && t->host_memory);
+    assert_int_equal(dsa_backend_for_precision(cpu, "bf16", &again), DSA_OK);
+    assert_ptr_equal(again, t); /* made once */
+    assert_int_equal(dsa_backend_for_precision(t, "bf16", &again), DSA_OK);
+    assert_ptr_equal(again, t);
+    assert_int_equal(dsa_backend_for_precision(t, "fp32", &back), DSA_OK);
+    assert_ptr_equal(back, cpu);
+    assert_int_equal(dsa_backend_for_precision(cpu, "fp16", &t), DSA_ERR_CONFIG);
+    assert_null(t);
+    assert_non_null(strstr(dsa_error_message(), "\"fp16\" is unknown"));
+    DsaBackend plain = *cpu;
+    plain.name = "plain";
+    plain.linear_forward_bf16 = NULL, plain.linear_backward_bf16 = NULL;
+    assert_int_equal(dsa_backend_for_precision(&plain, "bf16", &t), DSA_ERR_CONFIG);
+    assert_non_null(strstr(dsa_error_message(), "the plain backend has no bf16 linear entries"));
 }
 
 /* ---- embedding ------------------------------------------------------------------------ */
@@ -393,6 +485,8 @@ static void test_cross_entropy_large(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_bf16),
+        cmocka_unit_test(test_precision_tables),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_swiglu),

@@ -379,6 +379,52 @@ static void test_adamw_clip_and_mask(void **state) {
     dsa_free(cfg, sizeof *cfg);
 }
 
+/* train.precision bf16 (every GEMM on bf16-rounded operands, fp32 sums): the loss and
+ * every tensor's gradient within bf16 rounding of fp32 on the same weights and tokens, and
+ * not equal to them; the fp32 master weights are not touched by the forward. */
+static void test_bf16_close_to_fp32(void **state) {
+    (void)state;
+    DsaConfig *cfg = small_config(true);
+    const DsaBackend *bf = NULL;
+    assert_ok(dsa_backend_for_precision(dsa_backend_cpu(), "bf16", &bf));
+    DsaModel m[2];
+    assert_ok(dsa_model_init(&m[0], &cfg->model, dsa_backend_cpu()));
+    assert_ok(dsa_model_init(&m[1], &cfg->model, bf));
+    dsa_param_init(&m[0].table, m[0].params, 3, 0.3);
+    memcpy(m[1].params, m[0].params, sizeof(float) * (size_t)m[0].table.total);
+    enum { B = 2, L = 9 };
+    int32_t in[B * L], tgt[B * L];
+    random_tokens(in, B * L, 32, 11);
+    random_tokens(tgt, B * L, 32, 12);
+    double loss[2];
+    for (int p = 0; p < 2; p++) {
+        int64_t count = 0;
+        double sum = 0;
+        dsa_model_zero_grad(&m[p]);
+        assert_ok(dsa_model_forward(&m[p], in, tgt, B, L, &sum, &count));
+        dsa_model_backward(&m[p], (float)(1.0 / (double)count));
+        loss[p] = sum / (double)count;
+    }
+    assert_memory_equal(m[1].params, m[0].params, sizeof(float) * (size_t)m[0].table.total);
+    print_message("bf16 loss %.7f, fp32 %.7f\n", loss[1], loss[0]);
+    assert_true(loss[1] != loss[0] && fabs(loss[1] - loss[0]) < 1e-2 * fabs(loss[0]));
+    double worst = 0;
+    for (int i = 0; i < m[0].table.count; i++) {
+        const DsaParamInfo *p = &m[0].table.info[i];
+        double d = 0, n = 0;
+        for (int64_t j = 0; j < p->numel; j++) {
+            const double a = m[0].grads[p->offset + j], b = m[1].grads[p->offset + j];
+            d += (a - b) * (a - b), n += a * a;
+        }
+        if (n > 0) worst = fmax(worst, sqrt(d / n));
+    }
+    print_message("worst per-tensor gradient difference: %.3f of its norm\n", worst);
+    assert_true(worst > 0 && worst < 0.1);
+    dsa_model_free(&m[0]);
+    dsa_model_free(&m[1]);
+    dsa_free(cfg, sizeof *cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_param_table),
@@ -391,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_workspace_linear_in_length),
         cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_adamw_clip_and_mask),
+        cmocka_unit_test(test_bf16_close_to_fp32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -309,8 +309,7 @@ static DsaMoeWeights layer_weights(const Layer *c) {
                            .shared_down = sh ? c->P + c->o_sd : NULL};
 }
 
-static void layer_run(Layer *c) {
-    const DsaBackend *be = dsa_backend_cpu();
+static void layer_run_on(Layer *c, const DsaBackend *be) {
     DsaMoeWeights w = layer_weights(c);
     const bool sh = c->s.shared_inter > 0;
     DsaMoeGrads g = {.router = c->G + c->o_router, .gate = c->gg, .up = c->gu, .down = c->gd,
@@ -320,6 +319,8 @@ static void layer_run(Layer *c) {
     dsa_moe_forward(c->out, &c->a, c->x, &w, &c->s, &c->sc, be);
     dsa_moe_backward(c->dx, &g, c->R, &c->a, c->x, &w, &c->s, &c->sc, be);
 }
+
+static void layer_run(Layer *c) { layer_run_on(c, dsa_backend_cpu()); }
 
 static double silu(double v) { return v / (1 + exp(-v)); }
 
@@ -464,6 +465,36 @@ static void test_layer_threads(void **state) {
     layer_free(&c[1]);
 }
 
+/* max |a − b| / max |b| */
+static double rel_diff(const float *a, const float *b, int64_t n) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i])), m = fmax(m, fabs((double)b[i]));
+    return m > 0 ? d / m : d;
+}
+
+/* train.precision bf16: the experts' GEMMs on bf16 operands, the router's in fp32, so the
+ * routing (selection and scores) is fp32's bit for bit and the outputs and gradients are
+ * within bf16 rounding of fp32's (2^-8 relative per operand, over sums of tens of terms). */
+static void test_layer_bf16(void **state) {
+    (void)state;
+    DsaMoeShape s = shape_v3(40, 32, 16, 4, 4, 2);
+    s.inter = 24, s.shared_inter = 24;
+    const DsaBackend *bf = NULL;
+    assert_ok(dsa_backend_for_precision(dsa_backend_cpu(), "bf16", &bf));
+    Layer c[2] = {layer_new(s, 61), layer_new(s, 61)};
+    layer_run(&c[0]);
+    layer_run_on(&c[1], bf);
+    assert_memory_equal(c[0].a.sel, c[1].a.sel, sizeof(int32_t) * (size_t)(s.tokens * s.topk));
+    assert_memory_equal(c[0].a.scores, c[1].a.scores, sizeof(float) * (size_t)(s.tokens * s.experts));
+    const int64_t nd = s.tokens * s.dim;
+    const double dout = rel_diff(c[1].out, c[0].out, nd), ddx = rel_diff(c[1].dx, c[0].dx, nd);
+    const double dg = rel_diff(c[1].G, c[0].G, c[0].np);
+    print_message("bf16 vs fp32: out %.2e, dx %.2e, parameter gradients %.2e (of max |fp32|)\n", dout, ddx, dg);
+    assert_true(dout > 0 && dout < 2e-2 && ddx > 0 && ddx < 2e-2 && dg > 0 && dg < 3e-2);
+    layer_free(&c[0]);
+    layer_free(&c[1]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_v3),
@@ -473,6 +504,7 @@ int main(void) {
         cmocka_unit_test(test_layer_v3),
         cmocka_unit_test(test_layer_v2),
         cmocka_unit_test(test_layer_threads),
+        cmocka_unit_test(test_layer_bf16),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     test_tmpdir_remove();

@@ -11,6 +11,7 @@
  * test_layer_ops.c.
  */
 #include <math.h>
+#include <stddef.h>
 
 #include "core/config.h"
 #include "core/mem.h"
@@ -358,11 +359,14 @@ static void test_backend(void **state) {
     assert_fails_with(dsa_backend_get("tpu", &be), DSA_ERR_CONFIG, "\"cpu\" and \"cuda\"");
     assert_fails_with(dsa_backend_get("", &be), DSA_ERR_CONFIG, "device \"\" is unknown");
     assert_fails_with(dsa_backend_get("CPU", &be), DSA_ERR_CONFIG, "unknown");
-    /* every entry of the table is filled */
+    /* every entry of the table is filled, but fp32_table (NULL: this is an fp32 table) */
     be = dsa_backend_cpu();
     const void *const *slots = (const void *const *)((const char *)be + sizeof(const char *));
     size_t n = (sizeof *be - sizeof(const char *)) / sizeof(void *);
-    for (size_t i = 0; i < n; i++) assert_non_null(slots[i]);
+    const size_t fp32_slot = (offsetof(DsaBackend, fp32_table) - sizeof(const char *)) / sizeof(void *);
+    for (size_t i = 0; i < n; i++)
+        if (i != fp32_slot) assert_non_null(slots[i]);
+    assert_null(be->fp32_table);
     /* threads: an explicit count, then 0 = every core */
     int saved = dsa_backend_cpu_threads();
     dsa_backend_cpu_set_threads(1);

@@ -84,8 +84,14 @@ static void test_registries(void **state) {
     const DsaIndexerOps *ix = NULL;
     assert_ok(dsa_backend_get("sim", &be));
     assert_ptr_equal(be, dsa_backend_sim());
-    assert_false(be->host_memory || be->bf16);
+    assert_false(be->host_memory || be->fp32_table);
     assert_non_null(be->moe);
+    const DsaBackend *bf = NULL; /* sim's bf16 table: sim's memory, its bf16 GEMMs, the indexer of sim */
+    assert_ok(dsa_backend_for_precision(be, "bf16", &bf));
+    assert_ptr_equal(bf->fp32_table, be);
+    assert_true(bf->linear_forward == be->linear_forward_bf16 && bf->alloc == be->alloc && !bf->host_memory);
+    assert_ok(dsa_indexer_ops_get(bf, &ix));
+    assert_ptr_equal(ix, dsa_indexer_ops_sim());
     assert_ok(dsa_indexer_ops_get(be, &ix));
     assert_ptr_equal(ix, dsa_indexer_ops_sim());
     assert_ok(dsa_indexer_ops_get(dsa_backend_cpu(), &ix));

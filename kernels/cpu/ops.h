@@ -25,6 +25,10 @@ void dsa_cpu_linear_forward(float *y, const float *x, const float *w, int64_t n,
                             int64_t out);
 void dsa_cpu_linear_backward(float *dx, float *dw, const float *dy, const float *x,
                              const float *w, int64_t n, int64_t in, int64_t out);
+void dsa_cpu_linear_forward_bf16(float *y, const float *x, const float *w, int64_t n, int64_t in,
+                                 int64_t out);
+void dsa_cpu_linear_backward_bf16(float *dx, float *dw, const float *dy, const float *x,
+                                  const float *w, int64_t n, int64_t in, int64_t out);
 
 /* embedding.c */
 void dsa_cpu_embedding_forward(float *out, const int32_t *ids, const float *table, int64_t n,

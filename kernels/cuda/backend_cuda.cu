@@ -32,6 +32,8 @@ static DsaBackend make_table(void) {
     t.memory_info = dsa_cuda_memory_info;
     t.linear_forward = dsa_cuda_linear_forward;
     t.linear_backward = dsa_cuda_linear_backward;
+    t.linear_forward_bf16 = dsa_cuda_linear_forward_bf16;
+    t.linear_backward_bf16 = dsa_cuda_linear_backward_bf16;
     t.embedding_forward = dsa_cuda_embedding_forward;
     t.embedding_backward = dsa_cuda_embedding_backward;
     t.rmsnorm_forward = dsa_cuda_rmsnorm_forward;

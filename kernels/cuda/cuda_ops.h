@@ -37,6 +37,9 @@ void dsa_cuda_memory_info(size_t *free_bytes, size_t *total_bytes);
 void dsa_cuda_linear_forward(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out);
 void dsa_cuda_linear_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t n,
                               int64_t in, int64_t out);
+void dsa_cuda_linear_forward_bf16(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out);
+void dsa_cuda_linear_backward_bf16(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t n,
+                                   int64_t in, int64_t out);
 
 /* embedding.cu */
 void dsa_cuda_embedding_forward(float *out, const int32_t *ids, const float *table, int64_t n, int64_t dim);

@@ -18,6 +18,13 @@
  * to run for the same shapes, pointers' alignment and GPU (its reproducibility rule;
  * every split-K reduction scheme of cuBLASLt is ordered), not the CPU's bits: OpenBLAS
  * sums in another order, hence the fp32 tolerances of tests/test_cuda_ops.c.
+ *
+ * bf16 entries (train.precision "bf16", DSA-SPEC §3.2): each fp32 operand is rounded to
+ * bf16 storage (kernels/rules/bf16.h, the CPU twin's rounding) in the backend workspace,
+ * then the same GEMM runs with CUDA_R_16BF A and B, fp32 C/D and CUBLAS_COMPUTE_32F:
+ * products of bf16 values are exact in fp32, sums fp32, the output and dW's accumulation
+ * fp32. The twin is kernels/cpu/linear.c's bf16 entries (the fp32 GEMM of the rounded
+ * operands): equal up to the order of the fp32 sums.
  */
 #include <cublasLt.h>
 
@@ -27,6 +34,10 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+
+extern "C" {
+#include "kernels/rules/bf16.h"
+}
 
 enum { LT_WORKSPACE_BYTES = 32 << 20 };
 
@@ -58,11 +69,12 @@ static uint32_t alignment_of(const void *p) {
     return al;
 }
 
-/* Column-major D[m, n] (leading dimension ldd) = op(A) · op(B) + beta · D, fp32, where
+/* Column-major D[m, n] (leading dimension ldd) = op(A) · op(B) + beta · D, D fp32, where
  * op(A) is [m, k] (A stored [k, m] when ta, else [m, k]) and op(B) is [k, n] (B stored
- * [n, k] when tb, else [k, n]). m, n, k > 0. */
-static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                 int64_t ldb, float beta, float *d, int64_t ldd) {
+ * [n, k] when tb, else [k, n]); A and B of type `ab` (CUDA_R_32F or CUDA_R_16BF).
+ * m, n, k > 0. */
+static void gemm_typed(cudaDataType_t ab, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a, int64_t lda,
+                       const void *b, int64_t ldb, float beta, float *d, int64_t ldd) {
     cublasLtHandle_t h = handle();
     cublasLtMatmulDesc_t op;
     LT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -70,8 +82,8 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float 
     LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     cublasLtMatrixLayout_t la, lb, ld;
-    LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, (uint64_t)(ta ? k : m), (uint64_t)(ta ? m : k), lda));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, (uint64_t)(tb ? n : k), (uint64_t)(tb ? k : n), ldb));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)(ta ? k : m), (uint64_t)(ta ? m : k), lda));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)(tb ? n : k), (uint64_t)(tb ? k : n), ldb));
     LT_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, (uint64_t)m, (uint64_t)n, ldd));
     cublasLtMatmulPreference_t pref;
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -87,9 +99,10 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float 
     LT_CHECK(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, ld, ld, pref, 1, &result, &found));
     if (found < 1) {
         std::fprintf(stderr,
-                     "cublasLt: no fp32 algorithm for D[%lld, %lld] = op(A) op(B), k = %lld (transa %d, transb %d, "
+                     "cublasLt: no %s algorithm for D[%lld, %lld] = op(A) op(B), k = %lld (transa %d, transb %d, "
                      "alignments %u/%u/%u bytes)\n",
-                     (long long)m, (long long)n, (long long)k, (int)ta, (int)tb, al_a, al_b, al_d);
+                     ab == CUDA_R_16BF ? "bf16" : "fp32", (long long)m, (long long)n, (long long)k, (int)ta, (int)tb,
+                     al_a, al_b, al_d);
         std::abort();
     }
     const float alpha = 1.0f;
@@ -101,6 +114,11 @@ static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float 
     LT_CHECK(cublasLtMatrixLayoutDestroy(lb));
     LT_CHECK(cublasLtMatrixLayoutDestroy(la));
     LT_CHECK(cublasLtMatmulDescDestroy(op));
+}
+
+static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float beta, float *d, int64_t ldd) {
+    gemm_typed(CUDA_R_32F, ta, tb, m, n, k, a, lda, b, ldb, beta, d, ldd);
 }
 
 static void check_dims(int64_t n, int64_t in, int64_t out) { DSA_ASSERT(n >= 0 && in >= 0 && out >= 0); }
@@ -123,4 +141,61 @@ extern "C" void dsa_cuda_linear_backward(float *dx, float *dw, const float *dy, 
     if (out == 0) return;
     if (dx) gemm(false, false, in, n, out, w, in, dy, out, 0.0f, dx, in);
     if (dw) gemm(false, true, in, out, n, x, in, dy, out, 1.0f, dw, in);
+}
+
+/* ---- bf16 entries ---------------------------------------------------------------------- */
+
+static __global__ void round_to_bf16(uint16_t *dst, const float *src, int64_t count) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = dsa_bf16_from_f32(src[i]);
+}
+
+/* Carves bf16 copies out of one workspace request, each 256-byte aligned (the alignment the
+ * GEMM heuristic is then told). */
+typedef struct {
+    const float *src[3];
+    int64_t count[3];
+    uint16_t *dst[3];
+} RoundSet;
+
+static size_t padded_bytes(int64_t count) { return ((size_t)count * sizeof(uint16_t) + 255) & ~(size_t)255; }
+
+static void round_operands(RoundSet *r) {
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) total += r->src[i] ? padded_bytes(r->count[i]) : 0;
+    char *ws = (char *)dsa_cuda_workspace(total);
+    for (int i = 0; i < 3; i++) {
+        r->dst[i] = NULL;
+        if (!r->src[i]) continue;
+        r->dst[i] = (uint16_t *)ws;
+        ws += padded_bytes(r->count[i]);
+        const unsigned blocks = dsa_cuda_blocks(r->count[i], 256);
+        round_to_bf16<<<blocks < 4096 ? blocks : 4096, 256, 0, dsa_cuda_stream()>>>(r->dst[i], r->src[i], r->count[i]);
+        DSA_CUDA_LAUNCHED(round_to_bf16);
+    }
+}
+
+extern "C" void dsa_cuda_linear_forward_bf16(float *y, const float *x, const float *w, int64_t n, int64_t in,
+                                             int64_t out) {
+    check_dims(n, in, out);
+    if (n == 0 || out == 0 || in == 0) {
+        dsa_cuda_linear_forward(y, x, w, n, in, out);
+        return;
+    }
+    RoundSet r = {{x, w, NULL}, {n * in, out * in, 0}, {NULL, NULL, NULL}};
+    round_operands(&r);
+    gemm_typed(CUDA_R_16BF, true, false, out, n, in, r.dst[1], in, r.dst[0], in, 0.0f, y, out);
+}
+
+extern "C" void dsa_cuda_linear_backward_bf16(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                                              int64_t n, int64_t in, int64_t out) {
+    check_dims(n, in, out);
+    if (n == 0 || in == 0 || out == 0) {
+        dsa_cuda_linear_backward(dx, dw, dy, x, w, n, in, out);
+        return;
+    }
+    RoundSet r = {{dy, dx ? w : NULL, dw ? x : NULL}, {n * out, out * in, n * in}, {NULL, NULL, NULL}};
+    round_operands(&r);
+    if (dx) gemm_typed(CUDA_R_16BF, false, false, in, n, out, r.dst[1], in, r.dst[0], out, 0.0f, dx, in);
+    if (dw) gemm_typed(CUDA_R_16BF, false, true, in, out, n, r.dst[2], in, r.dst[0], out, 1.0f, dw, in);
 }

@@ -36,6 +36,13 @@ static void sim_linear_backward(float *dx, float *dw, const float *dy, const flo
                                 int64_t in, int64_t out) {
     dsa_cpu_linear_backward(R(dx), R(dw), R(dy), R(x), R(w), n, in, out);
 }
+static void sim_linear_forward_bf16(float *y, const float *x, const float *w, int64_t n, int64_t in, int64_t out) {
+    dsa_cpu_linear_forward_bf16(R(y), R(x), R(w), n, in, out);
+}
+static void sim_linear_backward_bf16(float *dx, float *dw, const float *dy, const float *x, const float *w, int64_t n,
+                                     int64_t in, int64_t out) {
+    dsa_cpu_linear_backward_bf16(R(dx), R(dw), R(dy), R(x), R(w), n, in, out);
+}
 static void sim_embedding_forward(float *out, const int32_t *ids, const float *table, int64_t n, int64_t dim) {
     dsa_cpu_embedding_forward(R(out), R(ids), R(table), n, dim);
 }
@@ -117,10 +124,11 @@ static const DsaBackend sim_backend = {
     .synchronize = dsa_cpu_no_wait,
     .memory_info = dsa_cpu_memory_info,
     .host_memory = false,
-    .bf16 = false,
     .moe = &dsa_sim_moe_ops,
     .linear_forward = sim_linear_forward,
     .linear_backward = sim_linear_backward,
+    .linear_forward_bf16 = sim_linear_forward_bf16,
+    .linear_backward_bf16 = sim_linear_backward_bf16,
     .embedding_forward = sim_embedding_forward,
     .embedding_backward = sim_embedding_backward,
     .rmsnorm_forward = sim_rmsnorm_forward,

@@ -35,7 +35,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: dsa eval CHECKPOINT (--data SHARDS... | --tokens FILE) [--seq-len L] [--windows N]\n"
             "                [--batch B] [--topk K] [--no-fp8] [--grads OUT.safetensors] [--threads N]\n"
-            "                [--device NAME]\n"
+            "                [--device NAME] [--precision fp32|bf16]\n"
             "                [--logits-out OUT.safetensors] [--json]\n\n"
             "Reports the mean next-token cross-entropy (and perplexity) of the model in CHECKPOINT\n"
             "(a checkpoint directory, a run directory with `latest`, or a Hugging Face model dir)\n"
@@ -59,12 +59,14 @@ static void usage(FILE *out) {
             "  --threads N          CPU threads (0 = all cores)\n"
             "  --device NAME        backend: cpu (default) or sim (the test device: the CPU ops on\n"
             "                       memory the host cannot dereference; same results as cpu)\n"
+            "  --precision P        fp32 (default) or bf16: every GEMM on bf16-rounded operands with\n"
+            "                       fp32 accumulation, the MoE router in fp32 (as train.precision)\n"
             "  --json               print one JSON object instead of text\n"
             "  -h, --help           this text\n");
 }
 
 typedef struct {
-    const char *checkpoint, *tokens_path, *grads_path, *logits_path, *device;
+    const char *checkpoint, *tokens_path, *grads_path, *logits_path, *device, *precision;
     const char *data[64];
     int num_data;
     int64_t seq_len, windows, batch, topk;
@@ -225,6 +227,7 @@ static DsaStatus write_logits(const char *path, const float *dense, const float 
 static DsaStatus run_eval(EvalArgs *a) {
     const DsaBackend *be = NULL;
     DSA_TRY(dsa_backend_get(a->device ? a->device : "cpu", &be));
+    DSA_TRY(dsa_backend_for_precision(be, a->precision ? a->precision : "fp32", &be));
     dsa_backend_cpu_set_threads(a->threads);
     DsaModel m;
     char dir[1024];
@@ -385,7 +388,7 @@ int cli_eval(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
         {"topk", required_argument, 0, 'K'},    {"no-fp8", no_argument, 0, 'F'},
         {"logits-out", required_argument, 0, 'o'}, {"device", required_argument, 0, 'D'},
-        {"help", no_argument, 0, 'h'},
+        {"precision", required_argument, 0, 'P'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     EvalArgs a = {.seq_len = 1024, .windows = 16, .batch = 1};
@@ -419,6 +422,7 @@ int cli_eval(int argc, char **argv) {
         case 'g': a.grads_path = optarg; break;
         case 'o': a.logits_path = optarg; break;
         case 'D': a.device = optarg; break;
+        case 'P': a.precision = optarg; break;
         case 't': a.threads = (int)v; break;
         case 'j': a.json = 1; break;
         case 'K': a.topk = v; break;

@@ -4,7 +4,9 @@
 # warm-up and sparse stages, the MoE model) train on sim with losses, weights and AdamW
 # moments bit-identical to cpu, and a sim run stopped and resumed ends bit-identical too;
 # `dsa eval --device sim` gives cpu's figures, gradients and logits.
-# Also: bf16 and unknown devices are refused by name.
+# train.precision bf16 (every GEMM on bf16-rounded operands): sim equals cpu bit for bit,
+# resumes bit-exact, and stays within bf16 rounding of the fp32 losses; eval --precision too.
+# Also: unknown devices and precisions are refused by name.
 . "$(dirname "$0")/lib.sh"
 
 "$DSA" pack --format synthetic --tokens 64Ki --doc-tokens 1Ki --distances 16,48 --vocab-size 512 --seed 2 \
@@ -63,12 +65,42 @@ else
   { cat "$work/eval-cpu.json" "$work/eval-sim.json"; } >> "$last_out"; not_ok "dsa eval --device sim equals cpu"
 fi
 
-expect_output "train.precision bf16 is refused by the CPU backend, by name" "the CPU backend computes in fp32" \
-  "$DSA" train --config configs/tiny-dense.json --set "data.train=[\"$work/data\"]" --precision bf16 \
-  --set "train.out_dir=$work/bf16"
-expect_output "train.precision bf16 is refused by the sim backend, by name" "the sim backend computes in fp32" \
-  "$DSA" train --config configs/tiny-dense.json --set "data.train=[\"$work/data\"]" --device sim --precision bf16 \
-  --set "train.out_dir=$work/bf16"
+# bf16: the same checks (cpu vs sim, resume), then the losses against the fp32 runs above
+check configs/tiny-dsa.json dsa-bf16 4 "${dsa_stages[@]}" --precision bf16
+check configs/tiny.json moe-bf16 4 "${dsa_stages[@]}" --precision bf16
+# near LABEL: every step's loss within 2% of the fp32 run's, and not all of them equal
+near() {
+  local label=$1 report
+  report=$(python3 - "$work/$label-cpu/metrics.jsonl" "$work/$label-bf16-cpu/metrics.jsonl" <<'PY'
+import json, sys
+def losses(p):
+    return [r["loss"] for r in map(json.loads, open(p)) if "loss" in r]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else 1.0
+print("ok" if worst < 0.02 and a != b else "bad", len(a), len(b), worst)
+PY
+)
+  case $report in
+    ok*) ok "$label: bf16 losses within 2% of fp32 and not equal to them ($report)" ;;
+    *) echo "$report" > "$last_out"; not_ok "$label: bf16 losses within 2% of fp32" ;;
+  esac
+}
+near dsa
+near moe
+for p in fp32 bf16; do
+  for dev in cpu sim; do
+    "$DSA" eval "$work/dsa-cpu/step-00000004" --data "$work/data" --seq-len 64 --windows 2 --batch 2 --topk 16 \
+      --threads 2 --json --device "$dev" --precision "$p" 2> "$last_out" | sed -E 's/"seconds":[^,]*,//' > "$work/evalp-$p-$dev.json"
+  done
+done
+if [ -s "$work/evalp-bf16-cpu.json" ] && cmp -s "$work/evalp-bf16-cpu.json" "$work/evalp-bf16-sim.json" &&
+   ! cmp -s "$work/evalp-bf16-cpu.json" "$work/evalp-fp32-cpu.json"; then
+  ok "dsa eval --precision bf16: sim equals cpu, and differs from fp32"
+else
+  cat "$work"/evalp-*.json >> "$last_out"; not_ok "dsa eval --precision bf16"
+fi
+expect_output "dsa eval: an unknown --precision names the choices" '"fp32" and "bf16"' \
+  "$DSA" eval "$work/dsa-cpu/step-00000004" --data "$work/data" --seq-len 64 --windows 1 --precision fp8
 expect_output "an unknown train.precision names the choices" 'fp32.*bf16' \
   "$DSA" train --config configs/tiny-dense.json --precision fp16 --set "train.out_dir=$work/fp16"
 expect_output "an unknown device names the choices" '"cpu", "cuda", "sim"' \
